@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..spectrum import Spectrum, SpectrumError
-from .registry import FORMATS, Format, describe_formats, formats_for
-from .source import Limits, Source
+from ..spectrum import SpectrumError
 
 # Importing the reader modules registers their formats.
-from . import sdss, desi, apogee, lamost, gaia_xp, libraries, mmu, table  # noqa: E402,F401,I001
+from . import apogee, desi, gaia_xp, lamost, libraries, mmu, sdss, table  # noqa: E402,F401,I001
+from .registry import FORMATS, Format, describe_formats, formats_for
+from .source import Limits, Source
 
 __all__ = [
     "FORMATS",

