@@ -1,6 +1,6 @@
 """The universal spectral tokenizer: config, network, batching and the Tokenizer API."""
 
 from .config import PRESETS, ModelConfig
-from .tokenizer import TokenSet, Tokenizer
+from .tokenizer import Tokenizer, TokenSet
 
 __all__ = ["PRESETS", "ModelConfig", "TokenSet", "Tokenizer"]

@@ -105,9 +105,9 @@ def prepare(spectrum: Spectrum, config: ModelConfig) -> Prepared:
     x_pad = pad_to_patches(np.where(spectrum.good, x, 0.0), p, 0.0)
     logsig = pad_to_patches(np.where(spectrum.good, np.log10(np.clip(sigma, 1e-4, 1e2)), 0.0), p, 0.0)
     pixels = np.stack([x_pad, logsig, good_flat.astype(np.float64)], axis=-1).reshape(-1, p, 3)
-    weight = pad_to_patches(
-        np.where(spectrum.good, 1.0 / (sigma**2 + config.error_floor**2), 0.0), p, 0.0
-    ).reshape(-1, p)
+    with np.errstate(divide="ignore"):
+        weight = np.where(spectrum.good, 1.0 / (sigma**2 + config.error_floor**2), 0.0)
+    weight = pad_to_patches(weight, p, 0.0).reshape(-1, p)
     info = grid_info(wave, p, resolving_power(spectrum))
     info[:, 2] = good.mean(axis=1)
     return Prepared(
