@@ -130,6 +130,8 @@ class Source:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 hdul = fits.open(io.BytesIO(self.data), memmap=False, lazy_load_hdus=False)
+                # Repair what can be repaired (odd header cards) instead of failing later.
+                hdul.verify("silentfix")
                 for hdu in hdul:
                     # Touch every data block so truncation is detected now.
                     _ = hdu.data
