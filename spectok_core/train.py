@@ -1,0 +1,202 @@
+"""Self-supervised training: χ² reconstruction with masked patches, on the corpus shards.
+
+Batches come from one shard at a time (shards are per survey), so spectra in
+a batch have similar lengths and little is padding. Checkpoints hold the
+weights, the optimizer state (safetensors, never pickles) and the position in
+training (JSON), so an interrupted run resumes where it stopped with the same
+random stream. Runs on CPU by default, CUDA when present.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from .model import PRESETS, ModelConfig, Tokenizer
+from .model.batch import collate, prepare
+from .model.objective import objective
+from .spectrum import Spectrum, SpectrumError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 20_000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: int = 300
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 20
+    max_minutes: float | None = None  # stop (and save) when this much wall time has passed
+
+
+class ShardRows:
+    """Rows of one corpus shard in one split, read a batch at a time."""
+
+    def __init__(self, path: Path, split: str):
+        import h5py
+
+        self.path = path
+        self.h5 = h5py.File(path, "r")
+        splits = self.h5["split"][:].astype(str) if "split" in self.h5 else np.full(
+            self.h5["spectrum_flux"].shape[0], "train"
+        )
+        self.rows = np.flatnonzero(splits == split)
+        self.survey = str(self.h5.attrs.get("survey", "unknown"))
+
+    def read(self, rows: np.ndarray) -> list[Spectrum]:
+        rows = np.sort(rows)
+        wave = self.h5["spectrum_lambda"][rows]
+        flux = self.h5["spectrum_flux"][rows]
+        ivar = self.h5["spectrum_ivar"][rows]
+        mask = self.h5["spectrum_mask"][rows]
+        surveys = self.h5["survey"][rows].astype(str)
+        spectra = []
+        for i in range(len(rows)):
+            keep = wave[i] > 0
+            try:
+                spectra.append(Spectrum(wave[i, keep], flux[i, keep], ivar[i, keep], mask[i, keep], surveys[i]))
+            except SpectrumError:
+                continue  # the corpus builder validated these; a bad row is skipped, not fatal
+        return spectra
+
+
+def open_corpus(corpus: Path, split: str) -> list[ShardRows]:
+    paths = sorted(Path(corpus).rglob("*.h5"))
+    if not paths:
+        raise SpectrumError(f"{corpus}: no .h5 shards found; build a corpus with `spectok corpus build`")
+    shards = [ShardRows(p, split) for p in paths]
+    return [s for s in shards if s.rows.size]
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def _save_checkpoint(folder: Path, tok: Tokenizer, optimizer, step: int, state: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(folder / "model", model_id=state.get("model_id", "spectok"), step=step)
+    flat = {}
+    for index, param_state in optimizer.state_dict()["state"].items():
+        for name, value in param_state.items():
+            flat[f"{index}.{name}"] = value.detach().cpu().reshape(-1) if value.ndim == 0 else value.detach().cpu()
+    tmp = folder / "optimizer.safetensors.tmp"
+    save_file(flat, str(tmp))
+    os.replace(tmp, folder / "optimizer.safetensors")
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps({**state, "step": step}, indent=1))
+    os.replace(tmp, folder / "state.json")
+
+
+def _load_checkpoint(folder: Path, model, optimizer) -> dict:
+    tok = Tokenizer.from_pretrained(folder / "model")
+    model.load_state_dict(tok.model.state_dict())
+    flat = load_file(str(folder / "optimizer.safetensors"))
+    state = optimizer.state_dict()
+    by_index: dict[int, dict] = defaultdict(dict)
+    for key, value in flat.items():
+        index, name = key.split(".", 1)
+        by_index[int(index)][name] = value.reshape(()) if name == "step" else value
+    state["state"] = dict(by_index)
+    optimizer.load_state_dict(state)
+    return json.loads((folder / "state.json").read_text())
+
+
+def train(
+    corpus: Path,
+    out: Path,
+    model_config: ModelConfig | str = "small",
+    cfg: TrainConfig = TrainConfig(),
+    device: str | None = None,
+    progress: bool = True,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> Tokenizer:
+    """Train (or resume) a model on ``corpus``; checkpoints and the loss log go to ``out``."""
+    out = Path(out)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(model_config, str):
+        model_config = PRESETS[model_config]
+    torch.manual_seed(cfg.seed)
+    tok = Tokenizer.from_config(model_config, seed=cfg.seed)
+    model = tok.model.to(device).train()
+    tok.device = torch.device(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    checkpoint = out / "checkpoint"
+    step = 0
+    if (checkpoint / "state.json").is_file():
+        state = _load_checkpoint(checkpoint, model, optimizer)
+        step = state["step"]
+        print(f"resuming from step {step} ({checkpoint})")
+    shards = open_corpus(corpus, "train")
+    weights = np.array([s.rows.size for s in shards], float)
+    weights /= weights.sum()
+    log_path = out / "loss.csv"
+    out.mkdir(parents=True, exist_ok=True)
+    new_log = not log_path.exists()
+    log = open(log_path, "a", newline="")
+    writer = csv.writer(log)
+    if new_log:
+        writer.writerow(["step", "survey", "chi2", "lr", "seconds"])
+    running: dict[str, float] = {}
+    start = time.time()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train", dynamic_ncols=True)
+    try:
+        while step < cfg.steps:
+            if cfg.max_minutes is not None and time.time() - start > 60 * cfg.max_minutes:
+                print(f"time budget of {cfg.max_minutes} min reached at step {step}")
+                break
+            # Randomness is seeded per step, so a resumed run continues the same stream.
+            rng = np.random.default_rng([cfg.seed, step])
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            shard = shards[rng.choice(len(shards), p=weights)]
+            rows = rng.choice(shard.rows, size=min(cfg.batch_size, shard.rows.size), replace=False)
+            spectra = shard.read(rows)
+            if not spectra:
+                step += 1
+                continue
+            batch = collate([prepare(s, model_config) for s in spectra]).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            loss, chi2 = objective(model, batch, generator=generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step += 1
+            survey = shard.survey
+            value = float(chi2.mean())
+            running[survey] = value if survey not in running else 0.95 * running[survey] + 0.05 * value
+            if step % cfg.log_every == 0:
+                writer.writerow([step, survey, f"{value:.5g}", f"{lr_at(step, cfg):.3g}", f"{time.time() - start:.1f}"])
+                log.flush()
+                bar.set_postfix({k[:8]: f"{v:.2f}" for k, v in sorted(running.items())})
+            bar.update(1)
+            if step % cfg.checkpoint_every == 0:
+                _save_checkpoint(checkpoint, tok, optimizer, step, {"train_config": asdict(cfg)})
+            if on_step:
+                on_step(step, running)
+    finally:
+        bar.close()
+        log.close()
+    _save_checkpoint(checkpoint, tok, optimizer, step, {"train_config": asdict(cfg)})
+    model.eval()
+    tok.save(out / "final", model_id=f"spectok-{out.name}", step=step,
+             running_chi2=running, train_config=asdict(cfg))
+    return tok
