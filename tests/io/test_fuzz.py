@@ -78,7 +78,13 @@ def test_there_is_something_to_mutate():
 
 
 #: Seeds that are bad input on purpose: they must raise, not read.
-BAD_ON_PURPOSE = ("spec_failed", "spec-0269-51581-0003.fits", "thepayne_apogee_wavelength.npz")
+BAD_ON_PURPOSE = (
+    "sdss:spec_failed:",  # a spectrum the pipeline flagged, every pixel bad
+    "spec-0269-51581-0003.fits",  # the same, real
+    "thepayne_apogee_wavelength.npz",  # a wavelength grid, not a spectrum
+    "desi:redrock:", "desi:zcatalog:",  # redshift catalogues, not spectra
+    "gaia_xp/",  # GaiaXPy coefficients and pseudo-wavelength output: refused with advice
+)
 
 
 @pytest.mark.parametrize("key", sorted(CORPUS))
