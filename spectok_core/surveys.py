@@ -81,6 +81,7 @@ class Survey:
     credit: str
     arms: tuple[Arm, ...] = ()
     file_wave_unit: str = "Angstrom"
+    fwhm_angstrom: float | None = None  # a constant line-spread FWHM (stellar libraries), else λ/R
     notes: str = ""
     sim: Simulation | None = None  # how the simulator observes with it; None: not simulated
 
@@ -111,8 +112,11 @@ class Survey:
         raise ValueError(f"{self.key} has irregular sampling: its grid comes from its files")
 
     def fwhm(self, wave: np.ndarray | float) -> np.ndarray:
-        """Line-spread FWHM in Å at the given wavelengths, from the typical R."""
-        return np.asarray(wave, dtype=np.float64) / self.resolving_power
+        """Line-spread FWHM in Å at the given wavelengths: the constant FWHM, else λ/R."""
+        wave = np.asarray(wave, dtype=np.float64)
+        if self.fwhm_angstrom is not None:
+            return np.full_like(wave, self.fwhm_angstrom)
+        return wave / self.resolving_power
 
     def covers(self, wave_min: float, wave_max: float, tolerance: float = 0.02) -> bool:
         """Whether [wave_min, wave_max] lies within this instrument's coverage."""
@@ -337,7 +341,7 @@ SURVEYS: dict[str, Survey] = {
             name="MILES stellar library v9.1",
             wave_min=3541.5, wave_max=7411.6,
             resolving_power=2000.0, resolving_power_range=(1400.0, 3000.0),
-            sampling="linear", step=0.9, air_wavelengths=True,
+            sampling="linear", step=0.9, air_wavelengths=True, fwhm_angstrom=2.50,
             snr_range=(50.0, 300.0),
             credit="MILES library: Sánchez-Blázquez et al. 2006, MNRAS 371, 703; Falcón-Barroso et al. 2011.",
             notes="Constant 2.5 Å FWHM, so R grows with wavelength; files give air wavelengths.",
@@ -347,7 +351,7 @@ SURVEYS: dict[str, Survey] = {
             name="STELIB stellar library",
             wave_min=3200.0, wave_max=9900.0,
             resolving_power=1700.0, resolving_power_range=(940.0, 2900.0),
-            sampling="linear", step=1.0, air_wavelengths=True,
+            sampling="linear", step=1.0, air_wavelengths=True, fwhm_angstrom=3.40,
             snr_range=(30.0, 200.0),
             credit="STELIB: Le Borgne et al. 2003, A&A 402, 433.",
             notes="3.4 Å FWHM (the MaNGA DAP's stelib.ini); files give air wavelengths.",

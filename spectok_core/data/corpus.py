@@ -144,7 +144,10 @@ def _sources(rng: np.random.Generator, cfg: CorpusConfig, templates: Templates):
         elif kind == "apogee" and len(templates.apogee_labels):
             i = int(rng.integers(len(templates.apogee_labels)))
             teff, logg, feh, alpha = templates.apogee_labels[i]
-            source = astro.apogee_star(float(teff), float(logg), float(feh), float(alpha), rng)
+            try:
+                source = astro.apogee_star(float(teff), float(logg), float(feh), float(alpha), rng)
+            except ValueError:  # labels outside the H-band model's range (e.g. Teff > 30,000 K)
+                continue
             # The same star's real Gaia XP spectrum is in the corpus: share its id and split.
             object_id = templates.apogee_ids[i]
             source = _with(source, object_id, source.z, {"pair_of": "gaia_xp real"})
@@ -187,11 +190,11 @@ def simulate_chunk(chunk: int, cfg: CorpusConfig, templates: Templates) -> dict[
         chosen = rng.choice(eligible, size=min(k, len(eligible)), replace=False)
         for survey in chosen:
             target = source
-            if survey == "apogee" and source.wave_rest[-1] < 15000.0:
-                target = _hband_twin(source, rng)
             try:
+                if survey == "apogee" and source.wave_rest[-1] < 15000.0:
+                    target = _hband_twin(source, rng)
                 spectrum = instruments.observe(target, str(survey), rng, object_meta={"split": split})
-            except SpectrumError:
+            except (SpectrumError, ValueError):  # too little coverage, labels out of range
                 continue
             by_survey.setdefault(str(survey), []).append(spectrum)
             made += 1
