@@ -337,6 +337,21 @@ SURVEYS: dict[str, Survey] = {
             notes="343 samples 336-1020 nm in 2 nm steps; neighbouring samples are correlated.",
         ),
         Survey(
+            key="gaia_xp_internal",
+            name="Gaia DR3 BP/RP (XP) internally calibrated spectra",
+            wave_min=3300.0, wave_max=10200.0,
+            resolving_power=50.0, resolving_power_range=(20.0, 100.0),
+            sampling="irregular", step=0.0, air_wavelengths=False,
+            snr_range=(20.0, 1000.0),
+            file_wave_unit="pseudo-wavelength pixel",
+            credit=(
+                "Gaia DR3 (ESA/Gaia/DPAC) XP continuous spectra, sampled with the dispersion and "
+                "bases of GaiaXPy (BSD-3-Clause, DPAC CU5 DPCI)."
+            ),
+            notes="BP below 639 nm, RP above, on GaiaXPy convert() samples; flux in e-/s per "
+            "pseudo-wavelength pixel (not flux-calibrated): kept apart from calibrated XP.",
+        ),
+        Survey(
             key="miles",
             name="MILES stellar library v9.1",
             wave_min=3541.5, wave_max=7411.6,

@@ -72,9 +72,14 @@ def load_collection(key: str, cache: Path | None = None, limit: int | None = Non
     cache = cache or cache_dir()
     collection = COLLECTIONS[key]
     files = collection_files(key, cache)[:limit]
-    options = {"labels": collection.labels(cache)} if collection.labels else {}
     spectra: list[Spectrum] = []
     problems: list[str] = []
+    options = {}
+    if collection.labels:
+        try:
+            options["labels"] = collection.labels(cache)
+        except (OSError, SpectrumError) as err:
+            problems.append(f"{key}: no catalogue labels ({err})")
     for path in files:
         try:
             got = read_spectra(path, max_bytes=512 * 2**20, **options)

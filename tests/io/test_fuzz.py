@@ -83,7 +83,6 @@ BAD_ON_PURPOSE = (
     "spec-0269-51581-0003.fits",  # the same, real
     "thepayne_apogee_wavelength.npz",  # a wavelength grid, not a spectrum
     "desi:redrock:", "desi:zcatalog:",  # redshift catalogues, not spectra
-    "gaia_xp/",  # GaiaXPy coefficients and pseudo-wavelength output: refused with advice
 )
 
 
