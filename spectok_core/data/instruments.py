@@ -420,6 +420,17 @@ def draw_snr(key: str, rng: np.random.Generator) -> float:
     return float(np.clip(np.exp(rng.normal(mu, spread)), lo / 3.0, hi * 3.0))
 
 
+_SKY_CACHE: dict[tuple[str, str], tuple[np.ndarray, list[np.ndarray]]] = {}
+
+
+def _sky_profile_for(survey: str, sim: surveys.Simulation, segment: Segment) -> tuple[np.ndarray, list[np.ndarray]]:
+    """:func:`_sky_profile`, computed once per instrument segment (it depends on nothing else)."""
+    key = (survey, segment.name)
+    if key not in _SKY_CACHE:
+        _SKY_CACHE[key] = _sky_profile(sim, segment)
+    return _SKY_CACHE[key]
+
+
 def _sky_profile(sim: surveys.Simulation, segment: Segment) -> tuple[np.ndarray, list[np.ndarray]]:
     """Relative sky-line strength per pixel (peak 1 for the brightest line) and each line's core."""
     profile = np.zeros(segment.wave.size)
@@ -528,7 +539,7 @@ def simulate(source: SimSource, survey: str, rng: np.random.Generator, snr: floa
     model_weight = np.zeros(n)
     for render, seg in zip(renders, grid.segments):
         model = render.flux * scale
-        sky, cores = _sky_profile(sim, seg)
+        sky, cores = _sky_profile_for(survey, sim, seg)
         c = model * seg.throughput
         var = (a * np.maximum(c, 0.0) + b * (1.0 + sim.sky_line_boost * sky)) / seg.throughput**2
         noisy = model + rng.normal(size=model.size) * np.sqrt(var)
