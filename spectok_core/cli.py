@@ -162,12 +162,85 @@ def cmd_corpus_add(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
+    if args.threads:
+        import torch
+
+        # On a shared, loaded machine one thread avoids OpenMP oversubscription stalls.
+        torch.set_num_threads(args.threads)
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, max_minutes=args.minutes,
+        patch_tokens=args.patch_tokens,
     )
     tok = train(Path(args.corpus), Path(args.out), args.config, cfg, device=args.device)
     print(f"weights written to {Path(args.out) / 'final'} (model id {tok.model_id})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data.fetch import cache_dir
+    from .evaluate import run_evaluation
+    from .model import Tokenizer
+
+    corpus = Path(args.corpus)
+    if not corpus.is_dir():
+        raise SpectrumError(f"corpus folder {corpus} does not exist; build one with `spectok corpus build`")
+    tok = Tokenizer.from_pretrained(args.model)
+    cache = None if args.no_cache else (Path(args.cache) if args.cache else cache_dir() / "evaluate")
+    run_evaluation(corpus, tok, Path(args.out), cache_dir=cache, quick=args.quick)
+    return 0
+
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from .index import DEMO_SIZE, SpectrumIndex
+
+    max_spectra = args.max_spectra if args.max_spectra is not None else (DEMO_SIZE if args.demo else None)
+    index = SpectrumIndex.build(
+        Path(args.corpus), Path(args.out), args.model, factory=args.factory,
+        batch_size=args.batch_size, max_spectra=max_spectra, umap=not args.no_umap,
+    )
+    counts = ", ".join(f"{k} {v}" for k, v in index.manifest["counts"]["survey"].items())
+    print(f"index in {args.out}: {len(index):,} spectra ({counts}); FAISS {index.manifest['factory']}, "
+          f"map {index.manifest['map']['method']}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .index import SpectrumIndex, format_hits, parse_where, select_rows, write_table
+    from .io import read_spectra
+    from .model.tokenizer import Tokenizer
+
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".ecsv"):
+        raise SpectrumError(f"--out {args.out}: write hits to a .csv or .ecsv file")
+    spectra = read_spectra(args.file)
+    if not spectra:
+        raise SpectrumError(f"{args.file} holds no usable spectrum: " + "; ".join(spectra.problems))
+    numbers = list(range(len(spectra)))
+    if args.which is not None:
+        if not 0 <= args.which < len(spectra):
+            raise SpectrumError(f"--which {args.which}: {args.file} holds spectra 0 to {len(spectra) - 1}")
+        numbers = [args.which]
+    where = parse_where(args.where or [])
+    for key in ("survey", "class", "origin"):
+        if getattr(args, key):
+            where[key] = getattr(args, key)
+    index = SpectrumIndex.load(args.index, tokenizer=False)
+    select_rows(index.metadata, where)  # a bad filter fails before the model loads
+    tok = Tokenizer.from_pretrained(args.model)
+    index.check_model(tok)
+    chosen = [spectra[i] for i in numbers]
+    hits = index.search(tok.embed(chosen), k=args.k, where=where or None)
+    hits["query"] = np.asarray(numbers)[hits["query"].to_numpy()]
+    hits.insert(1, "query_object_id", [str(chosen[numbers.index(q)].meta.get("object_id", "")) for q in hits["query"]])
+    for number, spectrum in zip(numbers, chosen):
+        print(f"# spectrum {number}: {inspect_line(spectrum)}")
+        own = hits[hits["query"] == number]
+        print(format_hits(own) if len(own) else "  no indexed spectrum matches the filters")
+    if args.out:
+        write_table(hits, args.out)
+        print(f"# {len(hits)} hits written to {args.out}")
     return 0
 
 
@@ -249,8 +322,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--minutes", type=float, default=None, help="stop and save after this long")
+    p.add_argument("--patch-tokens", type=int, default=4096,
+                   help="patches per batch: long spectra come in smaller batches")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="probes, cross-survey alignment and baselines from frozen embeddings -> OUT/eval.md",
+        description="Embed the corpus test split (plus capped training sets for the probes) with "
+        "a frozen model and write OUT/eval.md with figures in OUT/figures/: label probes (Gaia XP, "
+        "MILES, STELIB, SpeX), cross-survey label transfer, classification and redshift, "
+        "same-object retrieval across instruments, reconstruction χ², each against PCA, raw-flux "
+        "kNN and MLP baselines on the same rows. Embeddings are cached per model and corpus.",
+    )
+    p.add_argument("--corpus", required=True, help="corpus folder (from `spectok corpus build`)")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
+    p.add_argument("--out", default="reports", help="report folder (default ./reports)")
+    p.add_argument("--quick", action="store_true", help="small caps everywhere: a look in minutes")
+    p.add_argument("--cache", default=None, help="embedding cache (default $SPECTOK_DATA/evaluate)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    p.set_defaults(func=cmd_eval)
+
+    index = sub.add_parser("index", help="FAISS indexes of precomputed embeddings").add_subparsers(
+        dest="index_command", required=True
+    )
+    p = index.add_parser(
+        "build",
+        help="embed a corpus into a search index with metadata, map and display copies (resumable)",
+        description="Embed every corpus spectrum (or a representative subset) and write an index "
+        "folder: FAISS (exact up to 200,000 vectors, HNSW above), metadata.parquet, a UMAP map, "
+        "float16 display copies and manifest.json. It is written aside and renamed into place at "
+        "the end; running the same command again resumes an interrupted build.",
+    )
+    p.add_argument("--corpus", required=True, help="corpus folder (from `spectok corpus build`)")
+    p.add_argument("--out", required=True, help="index folder, e.g. indexes/full")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
+    p.add_argument("--factory", default=None, help="FAISS index factory, e.g. Flat, HNSW32,Flat")
+    p.add_argument("--demo", action="store_true", help="a representative mix of 2,000 spectra")
+    p.add_argument("--max-spectra", type=int, default=None, help="cap, as a representative mix")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-umap", action="store_true", help="a PCA map instead of UMAP (fast)")
+    p.set_defaults(func=cmd_index_build)
+
+    p = sub.add_parser(
+        "search",
+        help="nearest indexed spectra to the spectra of a file",
+        description="Read FILE (any supported format), embed each spectrum and print its nearest "
+        "neighbours in the index: similarity, survey, class, redshift, labels, object id.",
+    )
+    p.add_argument("file", help="a spectrum file")
+    p.add_argument("-k", type=int, default=10, help="neighbours per spectrum (default 10)")
+    p.add_argument("--which", type=int, default=None, help="only the N-th spectrum of the file (from 0)")
+    p.add_argument("--survey", nargs="+", default=None, help="only these surveys")
+    p.add_argument("--class", dest="class", nargs="+", default=None, help="only these classes")
+    p.add_argument("--origin", nargs="+", default=None, help="real and/or simulated")
+    p.add_argument("--where", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="more filters: z=0.1:0.5 (range), teff=4000:6000, split=test")
+    p.add_argument("--index", default=None, help="index folder (default: the shipped indexes/demo)")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
+    p.add_argument("--out", default=None, help="write the hits to a .csv or .ecsv file")
+    p.set_defaults(func=cmd_search)
     return parser
 
 

@@ -33,7 +33,8 @@ from .spectrum import Spectrum, SpectrumError
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 20_000
-    batch_size: int = 32
+    batch_size: int = 32  # spectra per batch at the reference length (patch_tokens below)
+    patch_tokens: int = 4096  # patches per batch: long spectra come in smaller batches
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: int = 300
@@ -42,29 +43,36 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 20
     max_minutes: float | None = None  # stop (and save) when this much wall time has passed
+    refresh_every: int = 250  # re-scan the corpus for new shards (a build still running)
 
 
 class ShardRows:
-    """Rows of one corpus shard in one split, read a batch at a time."""
+    """Rows of one corpus shard in one split, read a batch at a time.
+
+    The file is opened per read, so thousands of shards never hold thousands
+    of open files.
+    """
 
     def __init__(self, path: Path, split: str):
         import h5py
 
         self.path = path
-        self.h5 = h5py.File(path, "r")
-        splits = self.h5["split"][:].astype(str) if "split" in self.h5 else np.full(
-            self.h5["spectrum_flux"].shape[0], "train"
-        )
+        with h5py.File(path, "r") as h5:
+            n_rows, self.n_pixels = h5["spectrum_flux"].shape
+            splits = h5["split"][:].astype(str) if "split" in h5 else np.full(n_rows, "train")
+            self.survey = str(h5.attrs.get("survey", "unknown"))
         self.rows = np.flatnonzero(splits == split)
-        self.survey = str(self.h5.attrs.get("survey", "unknown"))
 
     def read(self, rows: np.ndarray) -> list[Spectrum]:
+        import h5py
+
         rows = np.sort(rows)
-        wave = self.h5["spectrum_lambda"][rows]
-        flux = self.h5["spectrum_flux"][rows]
-        ivar = self.h5["spectrum_ivar"][rows]
-        mask = self.h5["spectrum_mask"][rows]
-        surveys = self.h5["survey"][rows].astype(str)
+        with h5py.File(self.path, "r") as h5:
+            wave = h5["spectrum_lambda"][rows]
+            flux = h5["spectrum_flux"][rows]
+            ivar = h5["spectrum_ivar"][rows]
+            mask = h5["spectrum_mask"][rows]
+            surveys = h5["survey"][rows].astype(str)
         spectra = []
         for i in range(len(rows)):
             keep = wave[i] > 0
@@ -162,11 +170,19 @@ def train(
             if cfg.max_minutes is not None and time.time() - start > 60 * cfg.max_minutes:
                 print(f"time budget of {cfg.max_minutes} min reached at step {step}")
                 break
+            if step % cfg.refresh_every == 0 and step > 0:
+                fresh = open_corpus(corpus, "train")
+                if len(fresh) != len(shards):
+                    shards = fresh
+                    weights = np.array([s.rows.size for s in shards], float)
+                    weights /= weights.sum()
             # Randomness is seeded per step, so a resumed run continues the same stream.
             rng = np.random.default_rng([cfg.seed, step])
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             shard = shards[rng.choice(len(shards), p=weights)]
-            rows = rng.choice(shard.rows, size=min(cfg.batch_size, shard.rows.size), replace=False)
+            n_patches = -(-shard.n_pixels // model_config.patch_size)
+            size = int(np.clip(cfg.patch_tokens // n_patches, 4, cfg.batch_size))
+            rows = rng.choice(shard.rows, size=min(size, shard.rows.size), replace=False)
             spectra = shard.read(rows)
             if not spectra:
                 step += 1
