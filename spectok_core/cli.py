@@ -149,6 +149,17 @@ def cmd_corpus_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_figures(args: argparse.Namespace) -> int:
+    from .data import figures
+
+    out = Path(args.out)
+    print(f"wrote {figures.one_source_three_instruments(out)}")
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "formats"
+    path = figures.real_vs_simulated(out, Path(args.shared) if args.shared else shared)
+    print(f"wrote {path}" if path else f"skipped real-vs-simulated: no real SDSS files at {shared}")
+    return 0
+
+
 def cmd_corpus_add(args: argparse.Namespace) -> int:
     from .data import corpus
 
@@ -244,6 +255,60 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def app_launch(args: argparse.Namespace) -> tuple[list[str], dict[str, str], Path]:
+    """The `streamlit run app/Home.py` command line, its environment and folder.
+
+    Runs from app/ so that app/.streamlit/config.toml applies; the repository
+    root goes on PYTHONPATH and model/index paths are made absolute, so both
+    still resolve from there.
+    """
+    import os
+
+    from .io.source import Limits
+
+    repo = Path(__file__).resolve().parents[1]
+    home = repo / "app" / "Home.py"
+    if not home.is_file():
+        raise SpectrumError(f"{home} is missing: the app ships with the repository, so run "
+                            "`spectok app` from a git checkout of spectok")
+    env = dict(os.environ)
+    for option, name in ((args.model, "SPECTOK_MODEL"), (args.index, "SPECTOK_INDEX")):
+        value = option or env.get(name)
+        if value:
+            env[name] = str(Path(value).expanduser().resolve())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
+    upload_mb = Limits.from_env().max_bytes // 2**20
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(home),
+        "--server.port", str(args.port), "--server.maxUploadSize", str(upload_mb),
+        "--browser.gatherUsageStats", "false",
+    ]
+    if args.address:
+        command += ["--server.address", args.address]
+    if args.headless:
+        command += ["--server.headless", "true"]
+    return command, env, home.parent
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    import importlib.util
+    import os
+    import subprocess
+
+    missing = [m for m in ("streamlit", "plotly") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SpectrumError(f"the app needs {' and '.join(missing)}: pip install -e . "
+                            "(or `make app`, which installs them)")
+    if not 0 < args.port < 65536:
+        raise SpectrumError(f"--port {args.port} is not a TCP port (1-65535)")
+    command, env, folder = app_launch(args)
+    print(f"# spectok explorer on http://localhost:{args.port} (Ctrl-C stops it)", flush=True)
+    if os.name == "posix":  # become streamlit: stopping this process stops the server
+        os.chdir(folder)
+        os.execve(command[0], command, env)
+    return subprocess.call(command, cwd=folder, env=env)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .io import describe_formats
 
@@ -300,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = corpus.add_parser("info", help="counts by survey x class x origin x split")
     p.add_argument("--corpus", default="corpus")
     p.set_defaults(func=cmd_corpus_info)
+    p = corpus.add_parser("figures", help="simulator figures: one source, three instruments; real vs simulated")
+    p.add_argument("--out", default="reports/corpus")
+    p.add_argument("--shared", default=None, help="folder of real survey files (default ../shared/data/formats)")
+    p.set_defaults(func=cmd_corpus_figures)
     p = corpus.add_parser("add", help="add your own files (any readable format, MMU shards)")
     p.add_argument("paths", nargs="+")
     p.add_argument("--corpus", default="corpus")
@@ -384,6 +453,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
     p.add_argument("--out", default=None, help="write the hits to a .csv or .ecsv file")
     p.set_defaults(func=cmd_search)
+    p = sub.add_parser(
+        "app",
+        help="start the explorer app (Streamlit) in the browser",
+        description="Start the Streamlit explorer: upload a spectrum, see its neighbours across "
+        "surveys, its place on the map and its reconstruction. The model and index come from "
+        "--model/--index, else $SPECTOK_MODEL/$SPECTOK_INDEX, else the shipped ones.",
+    )
+    p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
+    p.add_argument("--address", default=None, help="address to bind (default: Streamlit's)")
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
+    p.add_argument("--index", default=None, help="index folder (default: the shipped indexes/demo)")
+    p.set_defaults(func=cmd_app)
     return parser
 
 
