@@ -1,0 +1,1 @@
+"""Tests of spectok_core.evaluate."""
