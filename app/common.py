@@ -1,0 +1,246 @@
+"""Streamlit glue shared by the pages: cached model and index, the query picker, safe pages.
+
+Layout only: every number and figure comes from :mod:`spectok_core.explore`.
+The query (the spectrum being explored) lives in ``st.session_state["query"]``
+so every page sees the same one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+APP_DIR = Path(__file__).resolve().parent
+# Pages import this module wherever they run from; the repository root comes first so
+# that this checkout's spectok_core is the one imported.
+for _folder in (APP_DIR, APP_DIR.parent):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
+
+from spectok_core import SpectrumError, explore  # noqa: E402
+
+log = logging.getLogger("spectok.app")
+QUERY = "query"
+
+
+# -- resources -------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Loading the model…")
+def _tokenizer(model: str):
+    return explore.load_tokenizer(model or None)
+
+
+@st.cache_resource(show_spinner="Opening the index…")
+def _index(model: str, index: str):
+    tok = _tokenizer(model)
+    loaded = explore.load_index(tok, index or None)
+    explore.warm_up(tok)  # once per server: the first query is then as fast as the next
+    return loaded
+
+
+def _paths() -> tuple[str, str]:
+    model, index = explore.model_path(), explore.index_path()
+    return (str(model) if model else "", str(index) if index else "")
+
+
+def tokenizer():
+    """The cached tokenizer, or None after showing why it could not be loaded."""
+    try:
+        return _tokenizer(_paths()[0])
+    except SpectrumError as err:
+        st.error(f"The model could not be loaded: {err}")
+        return None
+
+
+def resources():
+    """(tokenizer, index), or (tokenizer or None, None) after a friendly message."""
+    tok = tokenizer()
+    if tok is None:
+        return None, None
+    try:
+        return tok, _index(*_paths())
+    except SpectrumError as err:
+        st.error(f"The index could not be opened: {err}")
+        return tok, None
+
+
+# -- pages never crash -------------------------------------------------------------------------
+
+
+def page(title: str, body: Callable[[], None], icon: str = ":material/search:") -> None:
+    """Set up a page and run its body; errors become messages, never tracebacks."""
+    st.set_page_config(page_title=f"spectok · {title}", page_icon=icon, layout="wide")
+    guard(body, title)
+
+
+def guard(body: Callable[[], None], title: str = "") -> None:
+    """Run a page body; a SpectrumError or any unexpected error becomes a message."""
+    try:
+        body()
+    except SpectrumError as err:
+        st.error(str(err))
+    except Exception as err:  # noqa: BLE001 - the page must survive anything
+        log.exception("page %s failed", title)
+        st.error(
+            f"Something went wrong on this page ({type(err).__name__}: {err}). "
+            "Try another spectrum or reload; the details are in the server log."
+        )
+
+
+def show_read_error(err: SpectrumError, name: str) -> None:
+    """What was wrong with a file, and (folded) which formats work."""
+    message, _ = explore.split_error(err)
+    message = message.removeprefix(f"{name}: ")
+    st.error(f"**{name}** could not be read: {message}")
+    with st.expander("Which formats work?"):
+        st.dataframe(explore.formats_table(), hide_index=True, key="formats_table")
+        st.caption("Tables need a header naming the columns: wave/wavelength/lambda/loglam, "
+                   "flux, and optionally error/ivar and mask. Compressed (.gz) files are fine.")
+
+
+# -- the query --------------------------------------------------------------------------------
+
+
+def set_query(spectrum, source: str, row: int | None = None) -> None:
+    """Make ``spectrum`` the query of every page (its embedding is computed on demand)."""
+    key = f"{source}|{row}|{explore.spectrum_label(spectrum)}|{len(spectrum)}"
+    current = st.session_state.get(QUERY)
+    if current is not None and current["key"] == key:
+        return
+    st.session_state[QUERY] = {"spectrum": spectrum, "source": source, "row": row, "key": key,
+                               "vector": None}
+
+
+def query() -> dict | None:
+    return st.session_state.get(QUERY)
+
+
+def query_vector(tok, index=None) -> np.ndarray:
+    """The query's embedding: the stored one for an indexed spectrum, else embedded now."""
+    q = query()
+    if q["vector"] is None:
+        if q["row"] is not None and index is not None:
+            q["vector"] = index.embedding(q["row"])
+        else:
+            q["vector"] = tok.embed([q["spectrum"]])[0]
+    return q["vector"]
+
+
+def _read_uploaded(uploaded) -> list | None:
+    """Spectra of an uploaded file (read once per file), or None after a friendly error."""
+    cache = st.session_state.setdefault("_uploads", {})
+    key = f"{uploaded.file_id}|{uploaded.name}|{uploaded.size}"
+    if key not in cache:
+        limit = explore.upload_limit_bytes()
+        if uploaded.size > limit:
+            result = SpectrumError(f"it is {uploaded.size / 2**20:.1f} MB, over the "
+                                   f"{limit / 2**20:.0f} MB limit; upload a single spectrum file")
+        else:
+            try:
+                result = explore.read_upload(uploaded.getvalue(), uploaded.name)
+            except SpectrumError as err:
+                result = err
+        cache.clear()  # keep only the latest upload in memory
+        cache[key] = result
+    result = cache[key]
+    if isinstance(result, SpectrumError):
+        show_read_error(result, uploaded.name)
+        return None
+    return result
+
+
+def pick_query(index=None, key: str = "picker") -> bool:
+    """The three ways to choose a spectrum: upload, bundled example, indexed id.
+
+    Sets the session's query when a spectrum is chosen. Returns False when the
+    choice failed (the error is shown): the page should then show nothing else,
+    rather than results for an older query.
+    """
+    sources = ["Upload a file", "Bundled example"] + (["Indexed spectrum"] if index is not None else [])
+    choice = st.radio("Spectrum", sources, horizontal=True, key=f"{key}_source",
+                      label_visibility="collapsed")
+    if choice == "Upload a file":
+        uploaded = st.file_uploader(
+            "Upload a spectrum: SDSS/BOSS, DESI, LAMOST, APOGEE, Gaia XP, MaNGA/MaStar, "
+            "SpeX, MILES/STELIB files, Multimodal Universe HDF5 shards, or a CSV/ECSV/text "
+            "table with wavelength and flux columns.", key=f"{key}_upload",
+        )
+        if uploaded is None:
+            st.caption(f"Up to {explore.upload_limit_bytes() / 2**20:.0f} MB. "
+                       "Formats are recognised from the content, not the file name.")
+            return True
+        spectra = _read_uploaded(uploaded)
+        if not spectra:
+            return False
+        for problem in getattr(spectra, "problems", []):
+            st.warning(f"Skipped: {problem}")
+        chosen = 0
+        if len(spectra) > 1:
+            labels = [f"{i}: {explore.spectrum_label(s)}" for i, s in enumerate(spectra)]
+            chosen = st.selectbox(f"{uploaded.name} holds {len(spectra)} spectra; pick one",
+                                  range(len(spectra)), format_func=lambda i: labels[i],
+                                  key=f"{key}_pick")
+        set_query(spectra[chosen], f"upload:{uploaded.file_id}:{chosen}")
+        return True
+    if choice == "Bundled example":
+        paths = explore.examples()
+        if not paths:
+            st.info("No bundled examples found in assets/examples.")
+            return True
+        path = st.selectbox("Example", paths, format_func=explore.example_title,
+                            key=f"{key}_example")
+        try:
+            spectrum = explore.read_upload(Path(path).read_bytes(), Path(path).name)[0]
+        except SpectrumError as err:
+            show_read_error(err, Path(path).name)
+            return False
+        set_query(spectrum, f"example:{Path(path).name}")
+        return True
+    return _pick_indexed(index, key)
+
+
+def _pick_indexed(index, key: str) -> bool:
+    meta = index.metadata
+    ids = meta["object_id"].astype(str)
+    left, right = st.columns([3, 1])
+    with right:
+        st.write("")
+        if st.button("Random spectrum", key=f"{key}_random"):
+            st.session_state[f"{key}_id"] = ids.iloc[random.randrange(len(ids))]
+    with left:
+        wanted = st.text_input("Object id (exact; the same object may be indexed in several "
+                               "surveys)", key=f"{key}_id", placeholder=str(ids.iloc[0]))
+    if not wanted:
+        return True
+    rows = np.flatnonzero(ids.to_numpy() == wanted.strip())
+    if rows.size == 0:
+        close = ids[ids.str.contains(wanted.strip(), regex=False)].head(8).tolist()
+        hint = f" Similar ids: {', '.join(close)}" if close else ""
+        st.warning(f"No indexed spectrum has object id {wanted!r}.{hint}")
+        return False
+    row = int(rows[0])
+    if rows.size > 1:
+        row = st.selectbox("Observed by", rows.tolist(), key=f"{key}_row",
+                           format_func=lambda r: f"{meta['survey'].iloc[r]} (row {r})")
+    set_query(index.spectrum(row), "index", row=int(row))
+    return True
+
+
+def describe_query() -> None:
+    """A one-line summary of the current query and its facts."""
+    q = query()
+    facts = explore.spectrum_facts(q["spectrum"])
+    warnings = facts.pop("warnings", [])
+    st.caption(" · ".join(f"**{k}**: {v}" for k, v in facts.items()))
+    for warning in warnings:
+        st.warning(f"The model may be out of its depth: {warning}")
+    if q["spectrum"].meta.get("display_copy"):
+        st.caption("An indexed spectrum's display copy: flux to ~3 digits, per-pixel errors "
+                   "replaced by the median S/N.")
