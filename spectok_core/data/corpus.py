@@ -292,7 +292,10 @@ def build(out: Path, cfg: CorpusConfig = CorpusConfig(), cache: Path | None = No
 
 
 def _config_dict(cfg: CorpusConfig) -> dict:
-    return json.loads(json.dumps(asdict(cfg)))
+    """The settings that define the corpus (the number of workers does not)."""
+    settings = json.loads(json.dumps(asdict(cfg)))
+    settings.pop("workers")
+    return settings
 
 
 def _source_records(cache: Path) -> list[dict]:
