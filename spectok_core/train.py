@@ -200,7 +200,9 @@ def train(
             value = float(chi2.mean())
             running[survey] = value if survey not in running else 0.95 * running[survey] + 0.05 * value
             if step % cfg.log_every == 0:
-                writer.writerow([step, survey, f"{value:.5g}", f"{lr_at(step, cfg):.3g}", f"{time.time() - start:.1f}"])
+                # One row per survey seen so far: its running (EMA) χ² per pixel.
+                for name, ema in sorted(running.items()):
+                    writer.writerow([step, name, f"{ema:.5g}", f"{lr_at(step, cfg):.3g}", f"{time.time() - start:.1f}"])
                 log.flush()
                 bar.set_postfix({k[:8]: f"{v:.2f}" for k, v in sorted(running.items())})
             bar.update(1)
