@@ -12,10 +12,19 @@ from .spectrum import Spectrum, SpectrumError, air_to_vacuum
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    if name == "SpectrumIndex":  # imported on first use: it brings in pandas (~0.5-1 s)
+        from .index import SpectrumIndex
+
+        return SpectrumIndex
+    raise AttributeError(f"module 'spectok_core' has no attribute {name!r}")
+
 __all__ = [
     "FORMATS",
     "Spectrum",
     "SpectrumError",
+    "SpectrumIndex",
     "SpectrumList",
     "air_to_vacuum",
     "read_spectra",

@@ -281,7 +281,7 @@ def app_launch(args: argparse.Namespace) -> tuple[list[str], dict[str, str], Pat
     command = [
         sys.executable, "-m", "streamlit", "run", str(home),
         "--server.port", str(args.port), "--server.maxUploadSize", str(upload_mb),
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
     ]
     if args.address:
         command += ["--server.address", args.address]

@@ -1,0 +1,392 @@
+"""The search index: build -> load -> search, filters, refusals, crash safety, resume, map, CLI."""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spectok_core import Spectrum, SpectrumError, index_build, read_spectra, surveys
+from spectok_core import index as index_module
+from spectok_core.cli import main
+from spectok_core.index import SpectrumIndex, segments_wave, select_demo, select_rows
+from spectok_core.index_build import describe_grid
+from spectok_core.io.mmu import write_mmu_shard
+from spectok_core.model import Tokenizer
+from spectok_core.spectrum import air_to_vacuum
+
+# survey -> (grid, [(class, origin), ...]); grids cover every kind the display copy stores.
+GRIDS = {
+    "sdss": surveys.get("sdss").native_grid()[:500],  # log-linear
+    "desi": surveys.get("desi").native_grid()[:500],  # linear
+    "gaia_xp": surveys.get("gaia_xp").native_grid(),  # linear, 343 px
+    "miles": air_to_vacuum(np.arange(3540.0, 7410.0, 5.0)),  # linear in air
+    "lamost_mrs": np.concatenate([np.linspace(4950, 5350, 300), np.linspace(6300, 6800, 300)]),  # 2 arms
+    "spex": 8000 + np.cumsum(20 + 8 * np.sin(np.arange(300) / 15)),  # irregular: stored explicitly
+}
+MIX = {
+    "sdss": [("STAR", "real")] * 4 + [("GALAXY", "simulated")] * 3 + [("QSO", "simulated")] * 3,
+    "desi": [("STAR", "simulated")] * 4 + [("GALAXY", "simulated")] * 3 + [("QSO", "simulated")] * 3,
+    "gaia_xp": [("STAR", "real")] * 8,
+    "miles": [("STAR", "real")] * 6,
+    "lamost_mrs": [("STAR", "simulated")] * 6,
+    "spex": [("STAR", "real")] * 4,
+}
+N_SPECTRA = sum(len(v) for v in MIX.values())  # 44
+N_STARS = sum(c == "STAR" for v in MIX.values() for c, _ in v)  # 32
+
+
+def synthetic_spectrum(survey: str, kind: str, origin: str, i: int, rng) -> Spectrum:
+    wave = GRIDS[survey]
+    meta = {"object_id": f"{survey}-{kind.lower()}-{i}", "class": kind, "origin": origin,
+            "split": ("train", "val", "test")[i % 3]}
+    if kind == "STAR":
+        teff = float(rng.uniform(3500, 9500))
+        flux = 1.0 / (wave / 5000.0) ** 5 / np.expm1(1.4388e8 / (wave * teff))
+        meta.update(teff=teff, logg=float(rng.uniform(1, 5)), feh=float(rng.uniform(-2, 0.5)))
+    else:
+        z = float(rng.uniform(0.05, 0.5) if kind == "GALAXY" else rng.uniform(1.0, 3.0))
+        width = 5.0 if kind == "GALAXY" else 60.0
+        flux = (wave / 5000.0) ** (-1.5 if kind == "QSO" else 0.5)
+        for line in (3727.0, 4862.7, 5008.2, 6564.6, 1549.0, 2799.0):
+            flux = flux + 3.0 * np.exp(-0.5 * ((wave - line * (1 + z)) / width) ** 2)
+        meta["z"] = z
+    flux = flux / np.median(flux) + rng.standard_normal(wave.size) / 30.0
+    mask = np.zeros(wave.size, bool)
+    mask[rng.integers(wave.size, size=5)] = True
+    return Spectrum(wave, flux, np.full(wave.size, 900.0), mask, survey, meta)
+
+
+def write_corpus(folder):
+    rng = np.random.default_rng(1)
+    for survey, mix in MIX.items():
+        spectra = [synthetic_spectrum(survey, kind, origin, i, rng) for i, (kind, origin) in enumerate(mix)]
+        write_mmu_shard(folder / ("real" if mix[0][1] == "real" else "sim") / survey / f"{survey}-0.h5", spectra)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return Tokenizer.from_config("tiny", seed=0).save(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tok(model_dir):
+    return Tokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, corpus_dir, tok):
+    """The main test index: exact FAISS, a real UMAP map."""
+    if "umap" not in sys.modules:
+        # umap-learn's numba kernels take 15-40 s to compile on 2 busy cores; interpreted,
+        # the same code fits 40 points in a few seconds.
+        import numba
+
+        numba.config.DISABLE_JIT = True
+    out = tmp_path_factory.mktemp("indexes") / "main"
+    epochs, index_build.UMAP_EPOCHS = index_build.UMAP_EPOCHS, 50
+    try:
+        SpectrumIndex.build(corpus_dir, out, tok, progress=False, umap=True)
+    finally:
+        index_build.UMAP_EPOCHS = epochs
+    return out
+
+
+@pytest.fixture(scope="module")
+def idx(built, tok):
+    return SpectrumIndex.load(built, tokenizer=tok)
+
+
+def test_build_load_search_round_trip(idx, tok, corpus_dir):
+    manifest = idx.manifest
+    assert len(idx) == N_SPECTRA and manifest["n"] == N_SPECTRA
+    assert manifest["metric"] == "inner_product" and manifest["factory"] == "Flat"
+    assert manifest["dimension"] == tok.config.d_embed and manifest["weights_hash"] == tok.weights_hash
+    assert manifest["counts"]["survey"]["gaia_xp"] == 8 and manifest["counts"]["origin"]["real"] == 22
+    assert manifest["map"]["method"] == "umap" and idx.coords.shape == (N_SPECTRA, 2)
+    # Each corpus spectrum, embedded afresh, finds itself first.
+    for shard in sorted(corpus_dir.rglob("*.h5")):
+        spectra = read_spectra(shard)
+        hits = idx.search(tok.embed(spectra), k=3)
+        top = hits[hits["rank"] == 1]
+        assert list(top["object_id"]) == [s.meta["object_id"] for s in spectra]
+        assert np.allclose(top["similarity"], 1.0, atol=1e-5)
+        assert (hits.groupby("query")["similarity"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    one = idx.search(idx.embedding(7), k=5)
+    assert list(one.columns[:3]) == ["rank", "similarity", "row"] and "query" not in one
+    assert one["row"].iloc[0] == 7 and len(one) == 5
+
+
+def test_display_copy_matches_the_corpus(idx, corpus_dir):
+    originals = {s.meta["object_id"]: s for shard in corpus_dir.rglob("*.h5") for s in read_spectra(shard)}
+    for row in range(len(idx)):
+        copy = idx.spectrum(row)
+        original = originals[copy.meta["object_id"]]
+        assert copy.survey == original.survey and len(copy) == len(original)
+        assert np.max(np.abs(copy.wave - original.wave)) < 1e-3 * np.diff(original.wave).min()
+        assert np.array_equal(copy.mask, original.mask)
+        good = original.good
+        assert np.allclose(copy.flux[good], original.flux[good], rtol=2e-3, atol=1e-3)
+        assert copy.meta["ivar_nominal"] and copy.meta["index_row"] == row
+    # Regular grids are two numbers per segment; only the irregular SpeX-like grids store waves.
+    surveys_by_segments = pd.Series(idx.metadata["survey"].astype(str)).groupby(idx._rows["n_segments"]).unique()
+    assert sorted(surveys_by_segments[0]) == ["spex"] and sorted(surveys_by_segments[2]) == ["lamost_mrs"]
+    assert set(idx._segments["grid"]) == {index_module.LINEAR, index_module.LOG, index_module.AIR_LINEAR}
+    assert idx._wave.size == 4 * len(GRIDS["spex"])
+    assert np.allclose(idx.metadata["wave_min"], [idx.spectrum(r).wave[0] for r in range(len(idx))])
+    assert np.allclose(idx.metadata["wave_max"], [idx.spectrum(r).wave[-1] for r in range(len(idx))])
+
+
+def test_grid_description_round_trips():
+    for survey, wave in GRIDS.items():
+        segments = np.array(describe_grid(wave), dtype=index_module.SEGMENT_DTYPE)
+        assert len(segments) == {"spex": 0, "lamost_mrs": 2}.get(survey, 1)
+        if len(segments):
+            error = np.abs(segments_wave(segments) - wave).max()
+            assert error < 1e-6 * np.diff(wave).min()
+
+
+def exact_top(idx, query, keep, k):
+    rows = np.flatnonzero(keep)
+    sims = np.asarray(idx._embeddings)[rows] @ (query / np.linalg.norm(query))
+    return list(rows[np.argsort(-sims, kind="stable")][:k])
+
+
+@pytest.mark.parametrize("where, expect", [
+    ({"survey": ["sdss", "desi"]}, lambda m: m["survey"].isin(["sdss", "desi"])),
+    ({"class": "qso"}, lambda m: m["class"] == "QSO"),  # scalar, case-insensitive
+    ({"origin": "real", "class": ["STAR"]}, lambda m: (m["origin"] == "real") & (m["class"] == "STAR")),
+    ({"z": (0.1, 0.5)}, lambda m: m["z"].between(0.1, 0.5)),
+    ({"teff": (None, 6000)}, lambda m: m["teff"] <= 6000),
+    ({"z": None}, lambda m: m["z"].isna()),
+])
+def test_filters(idx, where, expect):
+    meta = idx.metadata
+    keep = expect(meta).fillna(False).to_numpy(bool)
+    assert np.array_equal(select_rows(meta, where), keep)
+    query = idx.embedding(3) + 0.1 * idx.embedding(30)
+    hits = idx.search(query, k=6, where=where)
+    assert len(hits) == min(6, keep.sum()) and keep[hits["row"]].all()
+    assert list(hits["row"]) == exact_top(idx, query, keep, 6)
+
+
+def test_filter_errors_and_empty_results(idx):
+    with pytest.raises(SpectrumError, match="unknown filter key.*'colour'.*valid keys: .*survey"):
+        idx.search(idx.embedding(0), where={"colour": "red"})
+    with pytest.raises(SpectrumError, match="ranges need a numeric column"):
+        idx.search(idx.embedding(0), where={"survey": ("a", "b")})
+    with pytest.raises(SpectrumError, match="16-dimensional"):
+        idx.search(np.ones(5))
+    empty = idx.search(idx.embedding(0), where={"survey": "apogee"})
+    assert empty.empty and "similarity" in empty
+
+
+def test_filtered_search_on_an_approximate_index(tmp_path, corpus_dir, tok, monkeypatch):
+    hnsw = SpectrumIndex.build(corpus_dir, tmp_path / "hnsw", tok, factory="HNSW32,Flat",
+                               progress=False, umap=False)
+    assert "efSearch" in hnsw.manifest["search_params"]
+    query = hnsw.embedding(12)
+    for fraction in (0.0, 1.0):  # the FAISS selector path, then the exact subset path
+        monkeypatch.setattr(index_module, "SUBSET_FRACTION", fraction)
+        for where in ({"class": "GALAXY"}, {"object_id": "desi-qso-9"}, {"survey": "miles"}):
+            keep = select_rows(hnsw.metadata, where)
+            hits = hnsw.search(query, k=4, where=where)
+            assert list(hits["row"]) == exact_top(hnsw, query, keep, 4)
+
+
+def test_refuses_an_index_built_with_other_weights(built, tmp_path):
+    other = Tokenizer.from_pretrained(Tokenizer.from_config("tiny", seed=1).save(tmp_path / "other"))
+    with pytest.raises(SpectrumError, match=r"not comparable.*spectok index build --corpus .* --model"):
+        SpectrumIndex.load(built, tokenizer=other)
+    assert len(SpectrumIndex.load(built, tokenizer=False)) == N_SPECTRA  # browsing needs no model
+
+
+def test_damaged_indexes_give_clear_errors(built, tmp_path):
+    def fresh():
+        copy = tmp_path / f"copy{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(built, copy)
+        return copy
+
+    copy = fresh()
+    (copy / "manifest.json").write_text('{"format_version": 1, "n": ')
+    with pytest.raises(SpectrumError, match="manifest.json is damaged.*spectok index build"):
+        SpectrumIndex.load(copy, tokenizer=False)
+    copy = fresh()
+    (copy / "manifest.json").unlink()
+    with pytest.raises(SpectrumError, match="no manifest.json"):
+        SpectrumIndex.load(copy, tokenizer=False)
+    copy = fresh()
+    (copy / "coords.npy").unlink()
+    with pytest.raises(SpectrumError, match="missing coords.npy"):
+        SpectrumIndex.load(copy, tokenizer=False)
+    copy = fresh()
+    data = (copy / "embeddings.npy").read_bytes()
+    (copy / "embeddings.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SpectrumError, match="truncated or damaged"):
+        SpectrumIndex.load(copy, tokenizer=False)
+    copy = fresh()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(SpectrumError, match="format version 99"):
+        SpectrumIndex.load(copy, tokenizer=False)
+    with pytest.raises(SpectrumError, match="no index folder"):
+        SpectrumIndex.load(tmp_path / "nowhere", tokenizer=False)
+
+
+def test_interrupted_build_keeps_the_old_index_and_resumes(built, corpus_dir, tok, tmp_path, monkeypatch):
+    out = tmp_path / "idx"
+    shutil.copytree(built, out)
+    old_manifest = (out / "manifest.json").read_text()
+    work = tmp_path / ".idx.building"
+    monkeypatch.setattr(index_build, "CHUNK_SIZE", 8)
+    n_chunks = -(-N_STARS // 8)
+    embed_chunk = index_build._embed_chunk
+    calls = []
+
+    def crash_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash while embedding")
+        return embed_chunk(*args, **kwargs)
+
+    def build():
+        return SpectrumIndex.build(corpus_dir, out, tok, where={"class": "STAR"}, progress=False, umap=False)
+
+    def old_index_intact():
+        assert (out / "manifest.json").read_text() == old_manifest
+        assert len(SpectrumIndex.load(out, tokenizer=tok)) == N_SPECTRA
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.building", "idx"]
+
+    monkeypatch.setattr(index_build, "_embed_chunk", crash_on_third)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        build()
+    old_index_intact()
+    assert len(list((work / "chunks").glob("chunk-*.npz"))) == 2
+    assert not list(work.rglob("*.part"))
+
+    # Resumes the embedding (only the missing chunks), then crashes in the final stage.
+    calls.clear()
+    monkeypatch.setattr(index_build, "_embed_chunk", lambda *a, **k: (calls.append(1), embed_chunk(*a, **k))[1])
+    monkeypatch.setattr(index_build, "_fit_map", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        build()
+    assert len(calls) == n_chunks - 2
+    old_index_intact()
+
+    monkeypatch.undo()
+    monkeypatch.setattr(index_build, "CHUNK_SIZE", 8)
+    calls.clear()
+    monkeypatch.setattr(index_build, "_embed_chunk", lambda *a, **k: (calls.append(1), embed_chunk(*a, **k))[1])
+    new = build()
+    assert calls == [] and len(new) == N_STARS and set(new.metadata["class"]) == {"STAR"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # work folder and old copy gone
+    # The resumed embeddings are the ones a fresh embedding gives.
+    original = read_spectra(corpus_dir / "real" / "gaia_xp" / "gaia_xp-0.h5")
+    hits = new.search(tok.embed(original), k=1)
+    assert list(hits["object_id"]) == [s.meta["object_id"] for s in original]
+
+
+def test_a_new_plan_discards_an_unfinished_build(corpus_dir, tok, tmp_path, monkeypatch):
+    monkeypatch.setattr(index_build, "_fit_map", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        SpectrumIndex.build(corpus_dir, tmp_path / "x", tok, where={"survey": "sdss"}, progress=False)
+    monkeypatch.undo()
+    built = SpectrumIndex.build(corpus_dir, tmp_path / "x", tok, where={"survey": "miles"},
+                                progress=False, umap=False)
+    assert set(built.metadata["survey"]) == {"miles"} and len(built) == 6
+
+
+def test_build_refuses_to_replace_a_folder_that_is_not_an_index(corpus_dir, tok, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(SpectrumError, match="not an index folder"):
+        SpectrumIndex.build(corpus_dir, tmp_path / "mine", tok, progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_place_on_the_umap_map(idx):
+    coords = idx.coords
+    for row in (0, 11, 25):  # an indexed spectrum lands on its own point
+        assert np.allclose(idx.place(idx.embedding(row)), coords[row])
+    # Leave-one-out: placed from its neighbours without itself, near its true point.
+    scale = np.median(np.linalg.norm(coords[:, None] - coords[None], axis=-1))
+    for method in ("neighbours", "umap"):
+        errors = []
+        for row in range(0, len(idx), 3):
+            sims, rows = idx._neighbours(idx.embedding(row)[None], None, method, extra=1)
+            keep = rows != row
+            placed = idx._place_from(sims[keep], rows[keep], method)
+            errors.append(np.linalg.norm(placed - coords[row]))
+        assert np.all(np.isfinite(errors)) and np.median(errors) < 0.3 * scale, (method, np.median(errors), scale)
+    x, y = idx.place(idx.embedding(3) + 0.05 * idx.embedding(4), method="umap")
+    assert np.isfinite([x, y]).all()
+
+
+def test_place_on_a_pca_map_is_a_projection(corpus_dir, tok, tmp_path):
+    pca = SpectrumIndex.build(corpus_dir, tmp_path / "pca", tok, where={"class": ["GALAXY", "QSO"]},
+                              progress=False, umap=False)
+    assert pca.manifest["map"]["method"] == "pca"
+    for row in range(len(pca)):
+        assert np.allclose(pca.place(pca.embedding(row)), pca.coords[row], atol=1e-5)
+
+
+def test_select_demo_mixes_every_group_real_first():
+    meta = pd.DataFrame({
+        "survey": ["a"] * 50 + ["b"] * 5 + ["c"] * 20,
+        "class": ["STAR"] * 30 + ["QSO"] * 20 + ["STAR"] * 5 + ["GALAXY"] * 20,
+        "origin": ["simulated"] * 25 + ["real"] * 5 + ["simulated"] * 45,
+    })
+    chosen = select_demo(meta, max_total=20)
+    picked = meta.iloc[chosen]
+    assert len(chosen) == 20 == len(set(chosen))
+    assert picked.groupby(["survey", "class"]).size().to_dict() == {
+        ("a", "QSO"): 5, ("a", "STAR"): 5, ("b", "STAR"): 5, ("c", "GALAXY"): 5}
+    assert (picked[(picked["survey"] == "a") & (picked["class"] == "STAR")]["origin"] == "real").all()
+    assert len(select_demo(meta, n_per_group=2, max_total=100)) == 8
+
+
+def test_cli_build_and_search(corpus_dir, model_dir, built, tmp_path, capsys):
+    small = tmp_path / "small"
+    rc = main(["index", "build", "--corpus", str(corpus_dir), "--out", str(small), "--model",
+               str(model_dir), "--max-spectra", "12", "--no-umap"])
+    assert rc == 0
+    made = SpectrumIndex.load(small, tokenizer=False)
+    assert len(made) == 12 and set(made.metadata["survey"]) == set(GRIDS)
+
+    rng = np.random.default_rng(5)
+    query = tmp_path / "query.h5"
+    write_mmu_shard(query, [synthetic_spectrum("sdss", "QSO", "simulated", 90, rng),
+                            synthetic_spectrum("desi", "STAR", "simulated", 91, rng)])
+    out = tmp_path / "hits.csv"
+    capsys.readouterr()
+    rc = main(["search", str(query), "-k", "3", "--index", str(built), "--model", str(model_dir),
+               "--survey", "sdss", "gaia_xp", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "sdss-qso-90" in printed and "object_id" in printed
+    hits = pd.read_csv(out)
+    assert len(hits) == 6 and set(hits["query"]) == {0, 1}
+    assert set(hits["survey"]) <= {"sdss", "gaia_xp"}
+    assert {"rank", "similarity", "class", "z", "object_id", "query_object_id"} <= set(hits.columns)
+
+    from astropy.table import Table
+
+    rc = main(["search", str(query), "--which", "1", "-k", "2", "--index", str(built), "--model",
+               str(model_dir), "--where", "teff=3000:", "--out", str(tmp_path / "hits.ecsv")])
+    table = Table.read(tmp_path / "hits.ecsv", format="ascii.ecsv")
+    assert rc == 0 and len(table) == 2 and set(table["query"]) == {1} and (table["teff"] >= 3000).all()
+
+    capsys.readouterr()
+    assert main(["search", str(query), "--index", str(built), "--where", "colour=red"]) == 1
+    assert "unknown filter key" in capsys.readouterr().err
+    assert main(["search", str(query), "--index", str(built), "--out", str(tmp_path / "x.txt")]) == 1
+    assert main(["search", str(query), "--which", "5", "--index", str(built), "--model", str(model_dir)]) == 1
+    assert "error:" in capsys.readouterr().err
