@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="index folder, e.g. indexes/full")
     p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
     p.add_argument("--factory", default=None, help="FAISS index factory, e.g. Flat, HNSW32,Flat")
-    p.add_argument("--demo", action="store_true", help="a representative mix of 2,000 spectra")
+    p.add_argument("--demo", action="store_true", help="a representative mix of DEMO_SIZE (1,300) spectra, under 15 MB")
     p.add_argument("--max-spectra", type=int, default=None, help="cap, as a representative mix")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-umap", action="store_true", help="a PCA map instead of UMAP (fast)")
