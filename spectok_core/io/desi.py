@@ -40,36 +40,12 @@ from typing import Any
 import numpy as np
 
 from ..spectrum import Spectrum, SpectrumError
+from .fitsvalues import header_value, plain_value
 from .registry import register
 from .source import Source
 
 FLUX_UNIT = "1e-17 erg/s/cm2/Angstrom"
 _ZCAT_COLUMNS = {"TARGETID", "Z", "ZWARN", "SPECTYPE"}
-
-
-def _plain(value: Any) -> Any:
-    """A FITS value as plain Python (str stripped, numpy scalars unwrapped); None if unusable."""
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if isinstance(value, str):
-        return value.strip() or None
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        if not np.isfinite(value):
-            return None
-        return float(str(value)) if isinstance(value, np.float32) else float(value)
-    return None
-
-
-def _card(header, key: str) -> Any:
-    """A header value as plain Python; None when absent or when the card is damaged."""
-    try:
-        return _plain(header.get(key))
-    except Exception:  # astropy raises VerifyError on an unparsable card
-        return None
 
 
 def _columns(hdu) -> dict[str, str]:
@@ -209,14 +185,14 @@ def read_coadd(source: Source) -> list[Spectrum]:
     redshifts = _load_redshifts(source)
     header = hdul[0].header
     file_meta = {
-        "desi_survey": _card(header, "SURVEY"),
-        "program": _card(header, "PROGRAM"),
-        "healpix": _card(header, "HPXPIXEL"),
-        "tileid": _card(header, "TILEID"),
+        "desi_survey": header_value(header, "SURVEY"),
+        "program": header_value(header, "PROGRAM"),
+        "healpix": header_value(header, "HPXPIXEL"),
+        "tileid": header_value(header, "TILEID"),
     }
 
     def col(name: str, row: int):
-        return _plain(fibermap[cols[name]][row]) if name in cols else None
+        return plain_value(fibermap[cols[name]][row]) if name in cols else None
 
     spectra, matched = [], 0
     for row in range(n_rows):
@@ -298,16 +274,16 @@ def _load_redshifts(source: Source) -> dict[int, dict[str, Any]] | None:
         primary = np.asarray(table[cols["ZCAT_PRIMARY"]]).astype(bool)
     result: dict[int, dict[str, Any]] = {}
     for row in range(len(table)):
-        targetid = _plain(table[cols["TARGETID"]][row])
+        targetid = plain_value(table[cols["TARGETID"]][row])
         if targetid in result and (primary is None or not primary[row]):
             continue
-        spectype = _plain(table[cols["SPECTYPE"]][row])
+        spectype = plain_value(table[cols["SPECTYPE"]][row])
         entry = {
-            "z": _plain(table[cols["Z"]][row]),
-            "z_err": _plain(table[cols["ZERR"]][row]) if "ZERR" in cols else None,
-            "zwarning": _plain(table[cols["ZWARN"]][row]),
+            "z": plain_value(table[cols["Z"]][row]),
+            "z_err": plain_value(table[cols["ZERR"]][row]) if "ZERR" in cols else None,
+            "zwarning": plain_value(table[cols["ZWARN"]][row]),
             "class": spectype.upper() if isinstance(spectype, str) else None,
-            "subclass": _plain(table[cols["SUBTYPE"]][row]) if "SUBTYPE" in cols else None,
+            "subclass": plain_value(table[cols["SUBTYPE"]][row]) if "SUBTYPE" in cols else None,
         }
         result[targetid] = {k: v for k, v in entry.items() if v is not None}
     return result

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from ..spectrum import MIN_GOOD_PIXELS, Spectrum, SpectrumError, sigma_to_ivar
+from .fitsvalues import header_value, plain_value
 from .registry import register
 from .source import Source
 
@@ -89,35 +90,6 @@ SPEC_CLN = {1: "STAR", 2: "GALAXY", 3: "QSO", 4: "QSO", 6: "STAR", 7: "GALAXY"}
 # -- small helpers ----------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """A FITS value as plain Python (str stripped, numpy scalars unwrapped); None if unusable."""
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    if isinstance(value, np.ndarray):
-        return None
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        if not np.isfinite(value):
-            return None
-        # float32 columns print as their shortest decimal (0.4562511, not 0.4562511146068573)
-        return float(str(value)) if isinstance(value, np.float32) else float(value)
-    return None
-
-
-def _card(header, key: str) -> Any:
-    """A header value as plain Python; None when absent or when the card is damaged."""
-    try:
-        return _plain(header.get(key))
-    except Exception:  # astropy raises VerifyError on an unparsable card
-        return None
-
-
 def _bits(value: int, names: tuple[str, ...] | dict[str, int]) -> list[str]:
     items = names.items() if isinstance(names, dict) else ((n, i) for i, n in enumerate(names))
     return [name for name, bit in items if value >> bit & 1]
@@ -141,10 +113,10 @@ def bad_pixels(and_mask: np.ndarray) -> np.ndarray:
 
 def survey_key(instrument: Any, mjd: Any, wave: np.ndarray) -> str:
     """``sdss`` or ``boss`` by the rule in the module docstring."""
-    instrument = _plain(instrument)
+    instrument = plain_value(instrument)
     if isinstance(instrument, str) and instrument.upper() in ("SDSS", "BOSS"):
         return instrument.lower()
-    mjd = _plain(mjd)
+    mjd = plain_value(mjd)
     if isinstance(mjd, (int, float)) and mjd > 0:
         return "boss" if mjd >= BOSS_FIRST_MJD else "sdss"
     return "boss" if wave[0] < 3700.0 or wave[-1] > 9400.0 else "sdss"
@@ -227,7 +199,7 @@ def _hdu_name(hdu) -> str:
 
 
 def _is_sdss_header(header) -> bool:
-    return str(_card(header, "TELESCOP") or "").upper().startswith("SDSS")
+    return str(header_value(header, "TELESCOP") or "").upper().startswith("SDSS")
 
 
 def _identify_spec(source: Source) -> bool:
@@ -275,13 +247,13 @@ def read_spec(source: Source) -> list[Spectrum]:
     if info is None and len(hdul) > 2 and "z" in _coadd_columns(hdul[2]):
         info = hdul[2]
     if info is not None and info.data is not None and len(info.data):
-        row = {name.upper(): _plain(info.data[name][0]) for name in info.columns.names}
+        row = {name.upper(): plain_value(info.data[name][0]) for name in info.columns.names}
 
     def pick(*keys):
         for key in keys:
             if row.get(key) is not None:
                 return row[key]
-            value = _card(header, key)
+            value = header_value(header, key)
             if value is not None:
                 return value
         return None
@@ -304,7 +276,7 @@ def read_spec(source: Source) -> list[Spectrum]:
         "snr": row.get("SN_MEDIAN_ALL"),
         "flux_unit": FLUX_UNIT,
         "plate": plate, "mjd": mjd, "fiberid": fiber,
-        "run2d": str(row["RUN2D"]) if row.get("RUN2D") is not None else _card(header, "RUN2D"),
+        "run2d": str(row["RUN2D"]) if row.get("RUN2D") is not None else header_value(header, "RUN2D"),
         "specobjid": str(row["SPECOBJID"]) if row.get("SPECOBJID") is not None else None,
         "photo_objid": str(photo) if isinstance(photo, (int, str)) else None,
         "program": row.get("PROGRAMNAME"),
@@ -316,7 +288,7 @@ def read_spec(source: Source) -> list[Spectrum]:
 
 
 def _image_grid(header, n_pixels: int) -> np.ndarray:
-    coeff0, coeff1 = _card(header, "COEFF0"), _card(header, "COEFF1")
+    coeff0, coeff1 = header_value(header, "COEFF0"), header_value(header, "COEFF1")
     if not isinstance(coeff0, (int, float)) or not isinstance(coeff1, (int, float)):
         raise SpectrumError(
             "the header lacks a usable COEFF0/COEFF1 log-wavelength solution "
@@ -353,9 +325,9 @@ def _identify_spspec(source: Source) -> bool:
     header, data = hdul[0].header, _primary_image(hdul)
     if data is None or data.ndim != 2 or not 3 <= data.shape[0] <= 5:
         return False
-    if _card(header, "COEFF0") is None or _card(header, "COEFF1") is None:
+    if header_value(header, "COEFF0") is None or header_value(header, "COEFF1") is None:
         return False
-    if not (_is_sdss_header(header) or _card(header, "SPEC_CLN") is not None):
+    if not (_is_sdss_header(header) or header_value(header, "SPEC_CLN") is not None):
         return False
     # spPlate has an ivar image of the same shape in HDU1; spSpec has tables there.
     return not (len(hdul) > 1 and getattr(hdul[1].data, "shape", None) == data.shape)
@@ -381,7 +353,7 @@ def read_spspec(source: Source) -> list[Spectrum]:
     bad = bad_pixels(mask_row) if mask_row is not None else np.zeros(wave.shape, bool)
 
     def key(name):
-        return _card(header, name)
+        return header_value(header, name)
 
     zwarning = key("Z_WARNIN") if key("Z_WARNIN") is not None else key("ZWARNING")
     _check_usable(source.name, ivar, bad, mask_row, zwarning)
@@ -407,7 +379,7 @@ def _identify_spplate(source: Source) -> bool:
         return False
     hdul = source.hdul
     header, data = hdul[0].header, _primary_image(hdul)
-    if data is None or _card(header, "COEFF0") is None or _card(header, "COEFF1") is None:
+    if data is None or header_value(header, "COEFF0") is None or header_value(header, "COEFF1") is None:
         return False
     if not _is_sdss_header(header):
         return False
@@ -440,13 +412,13 @@ def read_spplate(source: Source) -> list[Spectrum]:
     if plug is not None and len(plug) != flux.shape[0]:
         plug, plug_cols = None, {}
 
-    plate, mjd = _card(header, "PLATEID"), _card(header, "MJD")
+    plate, mjd = header_value(header, "PLATEID"), header_value(header, "MJD")
     survey = survey_key(None, mjd, wave)
     spectra = []
     for i in range(flux.shape[0]):
 
         def col(name, i=i):
-            return _plain(plug[plug_cols[name]][i]) if name in plug_cols else None
+            return plain_value(plug[plug_cols[name]][i]) if name in plug_cols else None
 
         fiber = col("FIBERID") or i + 1
         objtype = col("OBJTYPE")
