@@ -88,15 +88,20 @@ METHODS_REGRESSION = ("PCA + kNN", "PCA + ridge", "flux kNN", "MLP on flux")
 METHODS_CLASSIFICATION = ("PCA + kNN", "PCA + logistic", "flux kNN", "MLP on flux")
 
 
-def regression(ctx: EvalCorpus, grid: Grid, train, test, y_train, val=None, y_val=None,
-               mlp_iter: int = 200, seed: int = 0, mlp_max_train: int | None = None) -> dict[str, np.ndarray]:
-    """Predictions of every baseline for a regression task."""
+def _inputs(ctx: EvalCorpus, grid: Grid, train, test, val, seed: int):
+    """Resampled flux (train, test, val) and its PCA projection, fitted on train only."""
     x_train, x_test = flux(ctx, grid, train), flux(ctx, grid, test)
     x_val = flux(ctx, grid, val) if val is not None and len(val) else None
     projected = probes.pca(x_train, x_test, *([x_val] if x_val is not None else []),
                            n_components=N_COMPONENTS, seed=seed)
-    p_train, p_test = projected[0], projected[1]
     p_val = projected[2] if x_val is not None else None
+    return (x_train, x_test, x_val), (projected[0], projected[1], p_val)
+
+
+def regression(ctx: EvalCorpus, grid: Grid, train, test, y_train, val=None, y_val=None,
+               mlp_iter: int = 200, seed: int = 0, mlp_max_train: int | None = None) -> dict[str, np.ndarray]:
+    """Predictions of every baseline for a regression task."""
+    (x_train, x_test, x_val), (p_train, p_test, p_val) = _inputs(ctx, grid, train, test, val, seed)
     return {
         "PCA + kNN": probes.regress("knn", p_train, y_train, p_test, p_val, y_val),
         "PCA + ridge": probes.regress("ridge", p_train, y_train, p_test, p_val, y_val),
@@ -109,12 +114,7 @@ def regression(ctx: EvalCorpus, grid: Grid, train, test, y_train, val=None, y_va
 def classification(ctx: EvalCorpus, grid: Grid, train, test, y_train, val=None, y_val=None,
                    mlp_iter: int = 200, seed: int = 0, mlp_max_train: int | None = None) -> dict[str, np.ndarray]:
     """Predicted classes of every baseline for a classification task."""
-    x_train, x_test = flux(ctx, grid, train), flux(ctx, grid, test)
-    x_val = flux(ctx, grid, val) if val is not None and len(val) else None
-    projected = probes.pca(x_train, x_test, *([x_val] if x_val is not None else []),
-                           n_components=N_COMPONENTS, seed=seed)
-    p_train, p_test = projected[0], projected[1]
-    p_val = projected[2] if x_val is not None else None
+    (x_train, x_test, x_val), (p_train, p_test, p_val) = _inputs(ctx, grid, train, test, val, seed)
     return {
         "PCA + kNN": probes.classify("knn", p_train, y_train, p_test, p_val, y_val),
         "PCA + logistic": probes.classify("logistic", p_train, y_train, p_test, p_val, y_val),
