@@ -44,6 +44,7 @@ class TrainConfig:
     log_every: int = 20
     max_minutes: float | None = None  # stop (and save) when this much wall time has passed
     refresh_every: int = 250  # re-scan the corpus for new shards (a build still running)
+    calibration_spectra: int = 4096  # training spectra that fit the embedding's whitening
 
 
 class ShardRows:
@@ -215,6 +216,19 @@ def train(
         log.close()
     _save_checkpoint(checkpoint, tok, optimizer, step, {"train_config": asdict(cfg)})
     model.eval()
+    tok.calibrate(calibration_sample(shards, cfg.calibration_spectra, cfg.seed))
     tok.save(out / "final", model_id=f"spectok-{out.name}", step=step,
              running_chi2=running, train_config=asdict(cfg))
     return tok
+
+
+def calibration_sample(shards: list[ShardRows], n: int, seed: int = 0) -> list[Spectrum]:
+    """About ``n`` training spectra drawn across shards in proportion to their size."""
+    rng = np.random.default_rng([seed, 7])
+    total = sum(s.rows.size for s in shards)
+    spectra: list[Spectrum] = []
+    for shard in shards:
+        take = max(1, round(n * shard.rows.size / total))
+        rows = rng.choice(shard.rows, size=min(take, shard.rows.size), replace=False)
+        spectra.extend(shard.read(rows))
+    return spectra

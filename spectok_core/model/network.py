@@ -145,10 +145,14 @@ class SpecTok(nn.Module):
         self.info_embed = nn.Linear(N_INFO_FEATURES, d)
         self.encoder = nn.ModuleList(EncoderBlock(c) for _ in range(c.n_enc_layers))
         self.enc_norm = nn.LayerNorm(d)
-        # Attention pooling: one learned query reads the valid tokens.
-        self.pool_query = nn.Parameter(torch.zeros(1, 1, d))
-        self.pool_attn = Attention(d, c.n_heads, 0.0)
-        self.pool_proj = nn.Linear(d, c.d_embed)
+        # Pooling: the mean of the attended tokens, centred and whitened by a fixed
+        # linear map fitted on training spectra after training (calibrate_pooling).
+        # Nothing in the reconstruction loss trains a pooling head, so an untrained
+        # one would leave every embedding pointing the same way.
+        if c.d_embed > d:
+            raise ValueError(f"d_embed ({c.d_embed}) cannot exceed d_model ({d})")
+        self.register_buffer("embed_mean", torch.zeros(d))
+        self.register_buffer("embed_proj", torch.eye(d)[:, : c.d_embed].clone())
         # Decoder: queries from the target grid's wavelengths and resolution.
         self.memory_proj = nn.Linear(d, d)
         self.query_wave = nn.Linear(n_enc, d)
@@ -186,11 +190,33 @@ class SpecTok(nn.Module):
             x = block(x, attend)
         return self.enc_norm(x), attend
 
+    def mean_tokens(self, tokens: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
+        """The mean of each spectrum's attended tokens: (B, d_model)."""
+        weight = attend.to(tokens.dtype)[..., None]
+        return (tokens * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
+
     def pool(self, tokens: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
         """One L2-normalised embedding per spectrum from its attended tokens."""
-        query = self.pool_query.expand(tokens.shape[0], 1, -1)
-        pooled = self.pool_attn(query, tokens, attend)[:, 0]
-        return F.normalize(self.pool_proj(pooled), dim=-1)
+        centred = self.mean_tokens(tokens, attend) - self.embed_mean
+        return F.normalize(centred @ self.embed_proj, dim=-1)
+
+    @torch.no_grad()
+    def calibrate_pooling(self, pooled: torch.Tensor, shrink: float = 0.01) -> None:
+        """Fit the centring and whitening of the embedding on mean tokens of training spectra.
+
+        PCA whitening keeps the ``d_embed`` leading directions and scales each to unit
+        variance (eigenvalues shrunk by ``shrink`` x their mean so noise directions are
+        not blown up), so that cosine similarity compares what varies between spectra
+        rather than what all spectra share.
+        """
+        pooled = pooled.to(torch.float64)
+        mean = pooled.mean(dim=0)
+        covariance = torch.cov((pooled - mean).T)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+        order = torch.argsort(eigenvalues, descending=True)[: self.config.d_embed]
+        scale = (eigenvalues[order] + shrink * eigenvalues.mean()).clamp(min=1e-12).rsqrt()
+        self.embed_mean.copy_(mean.to(self.embed_mean.dtype))
+        self.embed_proj.copy_((eigenvectors[:, order] * scale).to(self.embed_proj.dtype))
 
     # -- decoder -----------------------------------------------------------------
 

@@ -159,6 +159,21 @@ class Tokenizer:
         return out
 
     @torch.inference_mode()
+    def calibrate(self, spectra: Sequence[Spectrum], batch_size: int = 32) -> None:
+        """Fit the embedding's centring and whitening on (training) spectra; see
+        :meth:`SpecTok.calibrate_pooling`. Call once after training, before saving."""
+        if len(spectra) <= self.config.d_embed:
+            raise SpectrumError(
+                f"calibration needs more spectra than embedding dimensions ({self.config.d_embed}); "
+                f"got {len(spectra)}"
+            )
+        pooled = torch.zeros(len(spectra), self.config.d_model)
+        for idx, _, batch in self._batches(spectra, batch_size):
+            tokens, attend = self.model.encode(batch)
+            pooled[idx] = self.model.mean_tokens(tokens, attend).cpu()
+        self.model.calibrate_pooling(pooled)
+
+    @torch.inference_mode()
     def tokenize(self, spectra: Sequence[Spectrum] | Spectrum, batch_size: int = 32) -> list[TokenSet]:
         """Per-spectrum token arrays and the wavelength span of each token."""
         if isinstance(spectra, Spectrum):

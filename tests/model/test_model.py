@@ -164,3 +164,19 @@ def test_tiny_model_overfits_a_handful():
         optimizer.step()
         first = first if first is not None else float(loss.detach())
     assert float(loss.detach()) < 0.05 * first
+
+
+def test_calibrated_embeddings_spread_and_keep_neighbours():
+    """Uncalibrated mean tokens all point one way; whitening makes cosine informative."""
+    tok = Tokenizer.from_config(TINY, seed=0)
+    spectra = [star("sdss", seed=i, n=640, teff=3500 + 150 * i) for i in range(40)]
+    before = tok.embed(spectra)
+    tok.calibrate(spectra)
+    after = tok.embed(spectra)
+    off = ~np.eye(len(spectra), dtype=bool)
+    assert (before @ before.T)[off].mean() > 0.9  # what an untrained pooling head gives
+    assert abs((after @ after.T)[off].mean()) < 0.2
+    # Calibration is a fixed linear map: the same spectrum still embeds identically.
+    assert np.array_equal(tok.embed(spectra[:3]), after[:3])
+    with pytest.raises(SpectrumError, match="more spectra"):
+        tok.calibrate(spectra[:5])
