@@ -2,7 +2,8 @@
 
 Uses Debian's /usr/bin/chromium through Playwright (its own browser download
 is not used); skipped, with the reason, when either is missing. Saves the page
-as reports/screenshots/search.png.
+as reports/screenshots/browser-test.png (the README shows search.png, taken by
+benchmarks/app_speed.py on the shipped model and demo index).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def test_upload_in_a_real_browser_shows_neighbours(sync_playwright, running_app,
             page.wait_for_function(
                 "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 2", timeout=20_000)
             page.wait_for_timeout(500)  # let the last plot finish drawing
-            page.screenshot(path=str(SCREENSHOTS / "search.png"), full_page=True)
+            page.screenshot(path=str(SCREENSHOTS / "browser-test.png"), full_page=True)
             body = page.inner_text("body")
             assert "Nearest 10 neighbours across surveys" in body
             assert f"Closest: sdss {spectrum.meta['object_id']}" in body  # it finds itself
