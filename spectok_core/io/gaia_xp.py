@@ -331,16 +331,7 @@ def _read_convert(source: Source, rows: list[dict[str, Any]], names: list[str],
         if band in bands:
             raise SpectrumError(f"source_id {_source_id(row)} has two {band.upper()} rows")
         bands[band] = row
-    lengths = []
-    for row in rows[:50]:
-        try:
-            lengths.append(parse_array(row["flux"]).size)
-        except SpectrumError:  # a damaged row is reported below, with its source_id
-            continue
-    lengths = [n for n in lengths if n > 0]
-    if not lengths:
-        raise SpectrumError("no row holds a readable flux array (numbers in brackets); the file is damaged")
-    u, sampling_meta = _pwl_sampling(max(set(lengths), key=lengths.count), stated, source)
+    u, sampling_meta = _pwl_sampling(_typical_length(rows), stated, source)
 
     def band_values(row: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray] | None:
         if row is None:
@@ -469,19 +460,25 @@ def _flux_scale(unit: str | None) -> tuple[float, dict]:
     return 1.0, {"flux_unit": unit}
 
 
-def _read_rows(source: Source, rows: list[dict[str, Any]], names: list[str],
-               stated: np.ndarray | None, flux_unit: str | None) -> list[Spectrum]:
-    error_name = "flux_error" if "flux_error" in names else "error"
+def _typical_length(rows: list[dict[str, Any]]) -> int:
+    """The most common flux-array length among the first rows (damaged rows are skipped
+    here and reported later with their source_id)."""
     lengths = []
     for row in rows[:50]:
         try:
             lengths.append(parse_array(row["flux"]).size)
-        except SpectrumError:  # a damaged row is reported below, with its source_id
+        except SpectrumError:
             continue
     lengths = [n for n in lengths if n > 0]
     if not lengths:
         raise SpectrumError("no row holds a readable flux array (numbers in brackets); the file is damaged")
-    sampling, extra = _sampling(max(set(lengths), key=lengths.count), stated, source)
+    return max(set(lengths), key=lengths.count)
+
+
+def _read_rows(source: Source, rows: list[dict[str, Any]], names: list[str],
+               stated: np.ndarray | None, flux_unit: str | None) -> list[Spectrum]:
+    error_name = "flux_error" if "flux_error" in names else "error"
+    sampling, extra = _sampling(_typical_length(rows), stated, source)
     scale, unit_meta = _flux_scale(flux_unit)
     extra.update(unit_meta)
     spectra = []
