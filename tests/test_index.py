@@ -16,6 +16,7 @@ from spectok_core.index_build import describe_grid
 from spectok_core.io.mmu import write_mmu_shard
 from spectok_core.model import Tokenizer
 from spectok_core.spectrum import air_to_vacuum
+from tests.fake_spectra import labelled_spectrum
 
 # survey -> (grid, [(class, origin), ...]); grids cover every kind the display copy stores.
 GRIDS = {
@@ -39,24 +40,9 @@ N_STARS = sum(c == "STAR" for v in MIX.values() for c, _ in v)  # 32
 
 
 def synthetic_spectrum(survey: str, kind: str, origin: str, i: int, rng) -> Spectrum:
-    wave = GRIDS[survey]
-    meta = {"object_id": f"{survey}-{kind.lower()}-{i}", "class": kind, "origin": origin,
+    meta = {"object_id": f"{survey}-{kind.lower()}-{i}", "origin": origin,
             "split": ("train", "val", "test")[i % 3]}
-    if kind == "STAR":
-        teff = float(rng.uniform(3500, 9500))
-        flux = 1.0 / (wave / 5000.0) ** 5 / np.expm1(1.4388e8 / (wave * teff))
-        meta.update(teff=teff, logg=float(rng.uniform(1, 5)), feh=float(rng.uniform(-2, 0.5)))
-    else:
-        z = float(rng.uniform(0.05, 0.5) if kind == "GALAXY" else rng.uniform(1.0, 3.0))
-        width = 5.0 if kind == "GALAXY" else 60.0
-        flux = (wave / 5000.0) ** (-1.5 if kind == "QSO" else 0.5)
-        for line in (3727.0, 4862.7, 5008.2, 6564.6, 1549.0, 2799.0):
-            flux = flux + 3.0 * np.exp(-0.5 * ((wave - line * (1 + z)) / width) ** 2)
-        meta["z"] = z
-    flux = flux / np.median(flux) + rng.standard_normal(wave.size) / 30.0
-    mask = np.zeros(wave.size, bool)
-    mask[rng.integers(wave.size, size=5)] = True
-    return Spectrum(wave, flux, np.full(wave.size, 900.0), mask, survey, meta)
+    return labelled_spectrum(GRIDS[survey], survey, kind, meta, rng)
 
 
 def write_corpus(folder):
