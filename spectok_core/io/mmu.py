@@ -42,10 +42,9 @@ from typing import Any
 import numpy as np
 
 from ..spectrum import Spectrum, SpectrumError, estimate_ivar, sigma_to_ivar
-from ..surveys import SURVEYS
 from .registry import register
 from .source import Source
-from .table import meta_from_columns, parse_wave_unit, plain, survey_key
+from .table import meta_from_columns, parse_wave_unit, plain, survey_key, survey_option
 
 SPECTRUM_PREFIX = "spectrum_"
 IVAR_NAMES = ("spectrum_ivar", "spectrum_flux_ivar")
@@ -194,14 +193,9 @@ def _row_meta(columns: dict, row: int, ours: bool) -> dict[str, Any]:
 
 
 def _survey(h5, columns: dict, row: int, options: dict) -> str:
-    if options.get("survey") is not None:
-        key = str(options["survey"]).strip().lower()
-        if key not in SURVEYS:
-            raise SpectrumError(
-                f"survey={options['survey']!r} is not a known survey key; use one of "
-                f"{', '.join(sorted(SURVEYS))}"
-            )
-        return key
+    chosen = survey_option(options)
+    if chosen:
+        return chosen
     if "survey" in columns:
         key = survey_key(columns["survey"][0][row])
         if key:

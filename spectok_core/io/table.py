@@ -391,15 +391,23 @@ def _medium(table: Table, wave_name: str, options: dict) -> tuple[str, bool]:
     return "vacuum", False
 
 
+def survey_option(options: dict) -> str | None:
+    """The registry key a caller forced with ``survey=``, checked; None when not given."""
+    if options.get("survey") is None:
+        return None
+    key = str(options["survey"]).strip().lower()
+    if key not in SURVEYS:
+        raise SpectrumError(
+            f"survey={options['survey']!r} is not a known survey key; use one of "
+            f"{', '.join(sorted(SURVEYS))}"
+        )
+    return key
+
+
 def _survey(table: Table, options: dict) -> str:
-    if options.get("survey") is not None:
-        key = str(options["survey"]).strip().lower()
-        if key not in SURVEYS:
-            raise SpectrumError(
-                f"survey={options['survey']!r} is not a known survey key; use one of "
-                f"{', '.join(sorted(SURVEYS))}"
-            )
-        return key
+    chosen = survey_option(options)
+    if chosen:
+        return chosen
     for name in ("SURVEY", "INSTRUME", "INSTRUMENT", "TELESCOP", "TELESCOPE"):
         key = survey_key(table.keywords.get(name))
         if key:
