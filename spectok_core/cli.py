@@ -181,9 +181,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         checkpoint_every=args.checkpoint_every, max_minutes=args.minutes,
-        patch_tokens=args.patch_tokens,
+        patch_tokens=args.patch_tokens, pair_every=args.pair_every,
+        pair_cross=args.pair_cross, pair_contrastive=args.pair_contrastive,
     )
-    tok = train(Path(args.corpus), Path(args.out), args.config, cfg, device=args.device)
+    init = Path(args.init) if args.init else None
+    tok = train(Path(args.corpus), Path(args.out), args.config, cfg, device=args.device, init=init)
     print(f"weights written to {Path(args.out) / 'final'} (model id {tok.model_id})")
     return 0
 
@@ -395,6 +397,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patches per batch: long spectra come in smaller batches")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--pair-every", type=int, default=0, metavar="N",
+                   help="every N-th step trains on same-object pairs from two instruments "
+                   "(cross-rendering + contrastive terms); 0 turns them off")
+    p.add_argument("--pair-cross", type=float, default=0.5,
+                   help="weight of rendering each side of a pair on the other's grid, "
+                   "relative to the reconstruction loss")
+    p.add_argument("--pair-contrastive", type=float, default=0.5,
+                   help="weight of the InfoNCE term on same-object pairs, relative to the "
+                   "reconstruction loss")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this model folder's weights (continued training); "
+                   "its config replaces --config")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

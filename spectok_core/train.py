@@ -24,9 +24,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from .data.pairs import PairIndex, read_rows
 from .model import PRESETS, ModelConfig, Tokenizer
 from .model.batch import collate, prepare
-from .model.objective import objective
+from .model.objective import PairWeights, objective, pair_objective
 from .spectrum import Spectrum, SpectrumError
 
 
@@ -45,6 +46,15 @@ class TrainConfig:
     max_minutes: float | None = None  # stop (and save) when this much wall time has passed
     refresh_every: int = 250  # re-scan the corpus for new shards (a build still running)
     calibration_spectra: int = 4096  # training spectra that fit the embedding's whitening
+    calibration_shrink: float = 0.01  # eigenvalue shrinkage of that whitening (large: no whitening)
+    # Cross-survey terms on same-object pairs (0: off): every pair_every-th step
+    # is a batch of pairs from two instruments instead of one shard's spectra.
+    pair_every: int = 0
+    pair_batch: int = 32  # pairs per batch at most (fewer for long spectra, see patch_tokens)
+    pair_cross: float = 0.5  # weight of rendering each side on the other's grid
+    pair_contrastive: float = 0.5  # weight of InfoNCE on the mean tokens
+    pair_temperature: float = 0.1
+    pair_min: int = 50  # instrument pairs with fewer same-object pairs are not used
 
 
 class ShardRows:
@@ -65,23 +75,7 @@ class ShardRows:
         self.rows = np.flatnonzero(splits == split)
 
     def read(self, rows: np.ndarray) -> list[Spectrum]:
-        import h5py
-
-        rows = np.sort(rows)
-        with h5py.File(self.path, "r") as h5:
-            wave = h5["spectrum_lambda"][rows]
-            flux = h5["spectrum_flux"][rows]
-            ivar = h5["spectrum_ivar"][rows]
-            mask = h5["spectrum_mask"][rows]
-            surveys = h5["survey"][rows].astype(str)
-        spectra = []
-        for i in range(len(rows)):
-            keep = wave[i] > 0
-            try:
-                spectra.append(Spectrum(wave[i, keep], flux[i, keep], ivar[i, keep], mask[i, keep], surveys[i]))
-            except SpectrumError:
-                continue  # the corpus builder validated these; a bad row is skipped, not fatal
-        return spectra
+        return [s for s in read_rows(self.path, rows) if s is not None]
 
 
 def open_corpus(corpus: Path, split: str) -> list[ShardRows]:
@@ -136,14 +130,24 @@ def train(
     device: str | None = None,
     progress: bool = True,
     on_step: Callable[[int, dict], None] | None = None,
+    init: Path | None = None,
 ) -> Tokenizer:
-    """Train (or resume) a model on ``corpus``; checkpoints and the loss log go to ``out``."""
+    """Train (or resume) a model on ``corpus``; checkpoints and the loss log go to ``out``.
+
+    ``init`` starts a new run from the weights of a saved model (its config
+    replaces ``model_config``) with a fresh optimizer: continued training or
+    fine-tuning. A run that already has a checkpoint resumes from it instead.
+    """
     out = Path(out)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(model_config, str):
         model_config = PRESETS[model_config]
     torch.manual_seed(cfg.seed)
-    tok = Tokenizer.from_config(model_config, seed=cfg.seed)
+    if init is not None:
+        tok = Tokenizer.from_pretrained(init)
+        model_config = tok.config
+    else:
+        tok = Tokenizer.from_config(model_config, seed=cfg.seed)
     model = tok.model.to(device).train()
     tok.device = torch.device(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -156,6 +160,15 @@ def train(
     shards = open_corpus(corpus, "train")
     weights = np.array([s.rows.size for s in shards], float)
     weights /= weights.sum()
+    pairs = pair_weights = None
+    if cfg.pair_every > 0:
+        pairs = PairIndex.build(corpus, "train", min_pairs=cfg.pair_min)
+        if not pairs.pairs:
+            raise SpectrumError(f"{corpus}: no same-object pairs across instruments in the training split; "
+                                "train without pairs (pair_every=0)")
+        pair_weights = PairWeights(cfg.pair_cross, cfg.pair_contrastive, cfg.pair_temperature)
+        print(f"cross-survey pairs: {len(pairs)} in {len(pairs.pairs)} instrument pairs, every "
+              f"{cfg.pair_every} steps")
     log_path = out / "loss.csv"
     out.mkdir(parents=True, exist_ok=True)
     new_log = not log_path.exists()
@@ -180,26 +193,21 @@ def train(
             # Randomness is seeded per step, so a resumed run continues the same stream.
             rng = np.random.default_rng([cfg.seed, step])
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            shard = shards[rng.choice(len(shards), p=weights)]
-            n_patches = -(-shard.n_pixels // model_config.patch_size)
-            size = int(np.clip(cfg.patch_tokens // n_patches, 4, cfg.batch_size))
-            rows = rng.choice(shard.rows, size=min(size, shard.rows.size), replace=False)
-            spectra = shard.read(rows)
-            if not spectra:
-                step += 1
-                continue
-            batch = collate([prepare(s, model_config) for s in spectra]).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
-            loss, chi2 = objective(model, batch, generator=generator)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if pairs is not None and step % cfg.pair_every == cfg.pair_every - 1:
+                values = _pair_step(model, pairs, pair_weights, shards, rng, generator, cfg, model_config, device)
+            else:
+                values = _shard_step(model, shards, weights, rng, generator, cfg, model_config, device)
+            if values is None:
+                step += 1
+                continue
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
-            survey = shard.survey
-            value = float(chi2.mean())
-            running[survey] = value if survey not in running else 0.95 * running[survey] + 0.05 * value
+            for name, value in values.items():
+                running[name] = value if name not in running else 0.95 * running[name] + 0.05 * value
             if step % cfg.log_every == 0:
                 # One row per survey seen so far: its running (EMA) χ² per pixel.
                 for name, ema in sorted(running.items()):
@@ -216,10 +224,51 @@ def train(
         log.close()
     _save_checkpoint(checkpoint, tok, optimizer, step, {"train_config": asdict(cfg)})
     model.eval()
-    tok.calibrate(calibration_sample(shards, cfg.calibration_spectra, cfg.seed))
+    tok.calibrate(calibration_sample(shards, cfg.calibration_spectra, cfg.seed), shrink=cfg.calibration_shrink)
     tok.save(out / "final", model_id=f"spectok-{out.name}", step=step,
              running_chi2=running, train_config=asdict(cfg))
     return tok
+
+
+def _shard_step(model, shards, weights, rng, generator, cfg: TrainConfig, config: ModelConfig, device):
+    """Backward pass on a batch from one shard; returns {survey: mean χ²/px} or None."""
+    shard = shards[rng.choice(len(shards), p=weights)]
+    n_patches = -(-shard.n_pixels // config.patch_size)
+    size = int(np.clip(cfg.patch_tokens // n_patches, 4, cfg.batch_size))
+    rows = rng.choice(shard.rows, size=min(size, shard.rows.size), replace=False)
+    spectra = shard.read(rows)
+    if not spectra:
+        return None
+    batch = collate([prepare(s, config) for s in spectra]).to(device)
+    loss, chi2 = objective(model, batch, generator=generator)
+    loss.backward()
+    return {shard.survey: float(chi2.mean())}
+
+
+def _pair_step(model, pairs: PairIndex, weights: PairWeights, shards, rng, generator, cfg: TrainConfig,
+               config: ModelConfig, device):
+    """Backward pass on same-object pairs from two instruments; returns the logged values."""
+    longest: dict[str, int] = defaultdict(int)
+    for shard in shards:
+        longest[shard.survey] = max(longest[shard.survey], shard.n_pixels)
+
+    def size_for(a: str, b: str) -> int:
+        n_patches = -(-max(longest[a], longest[b], 1) // config.patch_size)
+        return int(np.clip(cfg.patch_tokens // n_patches, 4, cfg.pair_batch))
+
+    a, b, side_a, side_b = pairs.sample(rng, size_for)
+    if len(side_a) < 2:  # InfoNCE needs a negative
+        return None
+    batch_a = collate([prepare(s, config) for s in side_a]).to(device)
+    batch_b = collate([prepare(s, config) for s in side_b]).to(device)
+    loss, parts = pair_objective(model, batch_a, batch_b, weights, generator=generator)
+    loss.backward()
+    values = {a: float(parts["a"].mean()), b: float(parts["b"].mean())}
+    if "cross" in parts:
+        values["pairs: cross χ²"] = float(parts["cross"])
+    if "contrastive" in parts:
+        values["pairs: InfoNCE"] = float(parts["contrastive"])
+    return values
 
 
 def calibration_sample(shards: list[ShardRows], n: int, seed: int = 0) -> list[Spectrum]:

@@ -4,27 +4,32 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from spectok_core import Spectrum, surveys
+from spectok_core import Spectrum, SpectrumError, surveys
+from spectok_core.data.corpus import metadata
+from spectok_core.data.pairs import PairIndex, read_rows
 from spectok_core.io.mmu import write_mmu_shard
 from spectok_core.model import PRESETS, Tokenizer
 from spectok_core.train import TrainConfig, lr_at, open_corpus, train
 
 
-def tiny_corpus(folder, n=24):
-    rng = np.random.default_rng(0)
+def tiny_corpus(folder, n=24, same_objects=False):
+    """Blackbody stars seen by SDSS and Gaia XP; with ``same_objects`` star i of both is one object."""
     for key, n_pix in (("sdss", 600), ("gaia_xp", None)):
+        rng = np.random.default_rng(0)
+        teffs = rng.uniform(3500, 9000, n)
         wave = surveys.get(key).native_grid()[:n_pix]
         spectra = []
-        for i in range(n):
-            teff = rng.uniform(3500, 9000)
+        for i, teff in enumerate(teffs):
             flux = 1.0 / (wave / 5000.0) ** 5 / np.expm1(1.4388e8 / (wave * teff))
             flux /= np.median(flux)
             ivar = np.full(wave.size, 400.0)
             flux = flux + rng.standard_normal(wave.size) / 20.0
             split = "train" if i < n - 4 else "val"
+            object_id = f"star-{i}" if same_objects else f"{key}-{i}"
             spectra.append(Spectrum(wave, flux, ivar, survey=key,
-                                    meta={"object_id": f"{key}-{i}", "split": split}))
+                                    meta={"object_id": object_id, "split": split}))
         write_mmu_shard(folder / key / f"{key}-0.h5", spectra)
     return folder
 
@@ -44,9 +49,11 @@ def test_lr_schedule_warms_up_and_decays():
     assert lr_at(999, cfg) < 0.1 * 1e-3
 
 
-def test_train_resume_matches_uninterrupted(tmp_path):
-    corpus = tiny_corpus(tmp_path / "corpus")
-    cfg = TrainConfig(steps=12, batch_size=4, warmup=2, checkpoint_every=6, log_every=1, seed=3)
+@pytest.mark.parametrize("pair_every", [0, 2])
+def test_train_resume_matches_uninterrupted(tmp_path, pair_every):
+    corpus = tiny_corpus(tmp_path / "corpus", same_objects=pair_every > 0)
+    cfg = TrainConfig(steps=12, batch_size=4, warmup=2, checkpoint_every=6, log_every=1, seed=3,
+                      pair_every=pair_every, pair_batch=4, pair_min=5)
     straight = train(corpus, tmp_path / "a", PRESETS["tiny"], cfg, progress=False)
     # Interrupted at step 8 (last checkpoint at 6), then resumed to 12.
     def interrupt(step, running):
@@ -64,3 +71,81 @@ def test_train_resume_matches_uninterrupted(tmp_path):
     assert {int(line.split(",")[0]) for line in log[1:]} == set(range(1, 13))
     final = Tokenizer.from_pretrained(tmp_path / "a" / "final")
     assert final.embed(open_corpus(corpus, "val")[0].read(np.arange(2))).shape == (2, 16)
+    surveys_logged = {line.split(",")[1] for line in log[1:]}
+    assert ("pairs: InfoNCE" in surveys_logged) == (pair_every > 0)
+    assert ("pairs: cross χ²" in surveys_logged) == (pair_every > 0)
+
+
+def test_pair_index_finds_same_object_pairs(tmp_path):
+    corpus = tiny_corpus(tmp_path, same_objects=True)
+    pairs = PairIndex.build(corpus, "train", min_pairs=5)
+    assert list(pairs.pairs) == [("gaia_xp", "sdss")]
+    table = pairs.pairs[("gaia_xp", "sdss")]
+    assert len(table) == 20  # the 4 validation stars are left out
+    ids = metadata(corpus).query("split == 'train'").reset_index(drop=True)
+    assert (ids["object_id"].to_numpy()[table[:, 0]] == ids["object_id"].to_numpy()[table[:, 1]]).all()
+    a, b, side_a, side_b = pairs.sample(np.random.default_rng(0), lambda a, b: 6)
+    assert (a, b) == ("gaia_xp", "sdss") and len(side_a) == len(side_b) == 6
+    assert {s.survey for s in side_a} == {"gaia_xp"} and {s.survey for s in side_b} == {"sdss"}
+    # Index-aligned: a pair is one star (same temperature), so its two spectra share their slope.
+    def slope(s):
+        blue = s.flux[(s.wave > 3850) & (s.wave < 4000)].mean()
+        red = s.flux[(s.wave > 4150) & (s.wave < 4300)].mean()
+        return blue / red
+    slopes_a, slopes_b = np.array([slope(s) for s in side_a]), np.array([slope(s) for s in side_b])
+    assert np.corrcoef(slopes_a, slopes_b)[0, 1] > 0.95
+    # Pairs need at least min_pairs to count; distinct objects give none.
+    assert PairIndex.build(corpus, "train", min_pairs=21).pairs == {}
+    assert PairIndex.build(tiny_corpus(tmp_path / "distinct"), "train", min_pairs=1).pairs == {}
+
+
+def test_read_rows_keeps_order_and_repeats(tmp_path):
+    corpus = tiny_corpus(tmp_path)
+    path = next(corpus.rglob("sdss-0.h5"))
+    rows = np.array([5, 2, 5, 0])
+    spectra = read_rows(path, rows)
+    single = [read_rows(path, np.array([r]))[0] for r in rows]
+    assert all(np.array_equal(a.flux, b.flux) for a, b in zip(spectra, single))
+    assert np.array_equal(spectra[0].flux, spectra[2].flux)
+    assert not np.array_equal(spectra[0].flux, spectra[1].flux)
+
+
+def test_pair_training_without_pairs_says_so(tmp_path):
+    corpus = tiny_corpus(tmp_path / "corpus")
+    with pytest.raises(SpectrumError, match="same-object pairs"):
+        train(corpus, tmp_path / "run", PRESETS["tiny"], TrainConfig(steps=2, pair_every=2), progress=False)
+
+
+def test_init_continues_from_saved_weights(tmp_path):
+    corpus = tiny_corpus(tmp_path / "corpus")
+    cfg = TrainConfig(steps=4, batch_size=4, warmup=1, log_every=1, seed=3)
+    first = train(corpus, tmp_path / "first", PRESETS["tiny"], cfg, progress=False)
+    # Zero further steps: the continued run's weights are the initial model's.
+    same = train(corpus, tmp_path / "same", "small", TrainConfig(steps=0), progress=False,
+                 init=tmp_path / "first" / "final")
+    assert same.config == first.config  # the saved model's config wins over "small"
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), same.model.state_dict().items()):
+        if not name.startswith("embed_"):  # the embedding calibration is refitted
+            assert torch.equal(a, b), name
+    # More steps move them, from there rather than from a fresh initialisation.
+    moved = train(corpus, tmp_path / "moved", "tiny", TrainConfig(steps=3, batch_size=4, warmup=1),
+                  progress=False, init=tmp_path / "first" / "final")
+    fresh = Tokenizer.from_config(PRESETS["tiny"], seed=0)
+    name = "patch_embed.weight"
+    distance_to_first = (moved.model.state_dict()[name] - first.model.state_dict()[name]).norm()
+    distance_to_fresh = (moved.model.state_dict()[name] - fresh.model.state_dict()[name]).norm()
+    assert 0 < distance_to_first < distance_to_fresh
+
+
+def test_loss_curve_puts_pair_terms_in_their_own_panel(tmp_path):
+    from spectok_core.model.card import plot_loss_curve, read_loss_log
+
+    corpus = tiny_corpus(tmp_path / "corpus", same_objects=True)
+    cfg = TrainConfig(steps=6, batch_size=4, warmup=1, log_every=1, pair_every=2, pair_batch=4, pair_min=5)
+    train(corpus, tmp_path / "run", PRESETS["tiny"], cfg, progress=False)
+    curves = read_loss_log(tmp_path / "run" / "loss.csv")
+    assert {"gaia_xp", "sdss", "pairs: InfoNCE", "pairs: cross χ²"} <= set(curves)
+    out = plot_loss_curve(tmp_path / "run" / "loss.csv", tmp_path / "curve.png", phases={3: "pairs on"})
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out).shape[0] > 700  # two panels: taller than the one-panel 550 px

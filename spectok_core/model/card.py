@@ -31,25 +31,40 @@ def final_losses(curves: dict[str, tuple[np.ndarray, np.ndarray]], last: int = 3
     return out
 
 
-def plot_loss_curve(log: Path, out: Path, smooth: int = 15) -> Path:
+PAIR_PREFIX = "pairs: "  # the cross-survey terms in loss.csv (not per-survey χ²)
+
+
+def plot_loss_curve(log: Path, out: Path, smooth: int = 15, title: str = "spectok-small",
+                    phases: dict[int, str] | None = None) -> Path:
+    """The running χ² per survey against step (log scale); the cross-survey pair terms, when
+    the run had them, in a second panel. ``phases`` marks steps where training changed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     curves = read_loss_log(log)
-    fig, ax = plt.subplots(figsize=(9, 5))
-    for survey, (steps, chi2) in sorted(curves.items()):
-        if steps.size < 2:
-            continue
-        k = max(1, min(smooth, steps.size // 3))
-        smoothed = np.exp(np.convolve(np.log(chi2), np.ones(k) / k, mode="valid"))
-        ax.plot(steps[k - 1 :], smoothed, lw=1.2, label=survey)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("χ² per usable pixel (running median of batches)")
-    ax.set_title("spectok-small: training loss per survey (real and simulated spectra)")
-    ax.legend(fontsize=8, ncol=3)
+    pair_curves = {k: v for k, v in curves.items() if k.startswith(PAIR_PREFIX)}
+    survey_curves = {k: v for k, v in curves.items() if not k.startswith(PAIR_PREFIX)}
+    panels = 2 if pair_curves else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(9, 5 + 2.5 * (panels - 1)), squeeze=False, sharex=True)
+    for ax, group in zip(axes[:, 0], (survey_curves, pair_curves)):
+        for name, (steps, values) in sorted(group.items()):
+            if steps.size < 2:
+                continue
+            k = max(1, min(smooth, steps.size // 3))
+            smoothed = np.exp(np.convolve(np.log(np.maximum(values, 1e-12)), np.ones(k) / k, mode="valid"))
+            ax.plot(steps[k - 1 :], smoothed, lw=1.2, label=name.removeprefix(PAIR_PREFIX))
+        ax.set_yscale("log")
+        ax.legend(fontsize=8, ncol=3)
+        for step, label in (phases or {}).items():
+            ax.axvline(step, color="0.5", ls="--", lw=0.8)
+            ax.text(step, 1.0, " " + label, transform=ax.get_xaxis_transform(), va="top", fontsize=8, color="0.3")
+    axes[0, 0].set_ylabel("χ² per usable pixel (running average)")
+    axes[0, 0].set_title(f"{title}: training loss per survey (real and simulated spectra)")
+    if pair_curves:
+        axes[1, 0].set_ylabel("same-object pair terms")
+    axes[-1, 0].set_xlabel("training step")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")

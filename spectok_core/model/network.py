@@ -207,7 +207,9 @@ class SpecTok(nn.Module):
         PCA whitening keeps the ``d_embed`` leading directions and scales each to unit
         variance (eigenvalues shrunk by ``shrink`` x their mean so noise directions are
         not blown up), so that cosine similarity compares what varies between spectra
-        rather than what all spectra share.
+        rather than what all spectra share. A large ``shrink`` (say 100) scales all
+        directions alike: centring and rotation only, which keeps the geometry a
+        contrastive term trained (whitening re-weights it).
         """
         pooled = pooled.to(torch.float64)
         mean = pooled.mean(dim=0)

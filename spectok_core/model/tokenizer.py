@@ -159,9 +159,10 @@ class Tokenizer:
         return out
 
     @torch.inference_mode()
-    def calibrate(self, spectra: Sequence[Spectrum], batch_size: int = 32) -> None:
+    def calibrate(self, spectra: Sequence[Spectrum], batch_size: int = 32, shrink: float = 0.01) -> None:
         """Fit the embedding's centring and whitening on (training) spectra; see
-        :meth:`SpecTok.calibrate_pooling`. Call once after training, before saving."""
+        :meth:`SpecTok.calibrate_pooling` (a large ``shrink`` centres and rotates without
+        whitening). Call once after training, before saving."""
         if len(spectra) <= self.config.d_embed:
             raise SpectrumError(
                 f"calibration needs more spectra than embedding dimensions ({self.config.d_embed}); "
@@ -171,7 +172,7 @@ class Tokenizer:
         for idx, _, batch in self._batches(spectra, batch_size):
             tokens, attend = self.model.encode(batch)
             pooled[idx] = self.model.mean_tokens(tokens, attend).cpu()
-        self.model.calibrate_pooling(pooled)
+        self.model.calibrate_pooling(pooled, shrink=shrink)
 
     @torch.inference_mode()
     def tokenize(self, spectra: Sequence[Spectrum] | Spectrum, batch_size: int = 32) -> list[TokenSet]:

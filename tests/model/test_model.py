@@ -6,7 +6,7 @@ import torch
 
 from spectok_core import Spectrum, SpectrumError, surveys
 from spectok_core.model import PRESETS, ModelConfig, Tokenizer
-from spectok_core.model.batch import collate, prepare
+from spectok_core.model.batch import TargetGrid, collate, prepare
 from spectok_core.model.network import (
     chi2_loss,
     encode_patch_wavelengths,
@@ -14,7 +14,13 @@ from spectok_core.model.network import (
     random_hide,
     wavelength_frequencies,
 )
-from spectok_core.model.objective import objective
+from spectok_core.model.objective import (
+    PairWeights,
+    info_nce,
+    objective,
+    pair_objective,
+    scaled_chi2,
+)
 
 TINY = PRESETS["tiny"]
 
@@ -180,3 +186,87 @@ def test_calibrated_embeddings_spread_and_keep_neighbours():
     assert np.array_equal(tok.embed(spectra[:3]), after[:3])
     with pytest.raises(SpectrumError, match="more spectra"):
         tok.calibrate(spectra[:5])
+
+
+def test_scaled_chi2_judges_shape_not_amplitude():
+    config = ModelConfig(patch_size=4, error_floor=0.0)
+    wave = np.linspace(5000, 5100, 32)
+    flux = 2.0 + np.sin(wave / 7.0)
+    batch = collate([prepare(Spectrum(wave, flux, np.full(32, 4.0)), config)])
+    target = batch.target
+    # A rendering with the right shape at any amplitude fits perfectly ...
+    assert float(scaled_chi2(3.7 * target, batch)[0]) == pytest.approx(0.0, abs=1e-9)
+    # ... a wrong shape does not; with its best amplitude it is never worse than plain χ².
+    wrong = torch.ones_like(target)
+    assert float(scaled_chi2(wrong, batch)[0]) > 0.1
+    assert float(scaled_chi2(wrong, batch)[0]) <= float(chi2_loss(wrong, batch)[0]) + 1e-6
+    # Hand case: flat target 1, prediction of shape (1, 3) per half; best amplitude 0.5 → residuals ±0.5.
+    flat = collate([prepare(Spectrum(wave, np.full(32, 2.0), np.full(32, 4.0)), config)])
+    shape = torch.ones_like(flat.target)
+    shape.view(-1)[16:] = 3.0
+    w = float(flat.weight.view(-1)[0])  # 1 / σ² in normalised units
+    best = (16 * 1 + 16 * 3) / (16 * 1 + 16 * 9)
+    expected = w * ((best - 1) ** 2 + (3 * best - 1) ** 2) / 2
+    assert float(scaled_chi2(shape, flat)[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_info_nce_rewards_matching_rows():
+    z = torch.eye(6) * 5.0
+    matched = float(info_nce(z, z, temperature=0.1))
+    shuffled = float(info_nce(z, z[torch.tensor([1, 2, 3, 4, 5, 0])], temperature=0.1))
+    assert matched < 0.01 < 5.0 < shuffled
+    # Uninformative embeddings score log(batch size).
+    same = torch.ones(6, 4) + 1e-9 * torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    assert float(info_nce(same, same, temperature=1e6)) == pytest.approx(np.log(6), rel=1e-3)
+
+
+def _train_on_pairs(weights, steps=300):
+    """A tiny model trained on six same-star pairs: SDSS-length and Gaia XP spectra."""
+    torch.manual_seed(0)
+    tok = Tokenizer.from_config(TINY, seed=0)
+    model = tok.model.train()
+    teffs = [3800, 4600, 5400, 6300, 7500, 9000]
+    side_a = [star("sdss", seed=i, n=512, teff=t) for i, t in enumerate(teffs)]
+    side_b = [star("gaia_xp", seed=10 + i, teff=t) for i, t in enumerate(teffs)]
+    batch_a = collate([prepare(s, TINY) for s in side_a])
+    batch_b = collate([prepare(s, TINY) for s in side_b])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        loss, parts = pair_objective(model, batch_a, batch_b, weights, mask_ratio=0.0, generator=generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        tokens, attend = model.encode(batch_a)
+        cross = model.decode(tokens, attend, TargetGrid(batch_b.wave, batch_b.info, []))
+        cross_chi2 = float(scaled_chi2(cross, batch_b).mean())
+    return tok, parts, cross_chi2, side_a, side_b
+
+
+def test_cross_rendering_term_teaches_rendering_onto_another_grid():
+    _, parts, with_term, _, _ = _train_on_pairs(PairWeights(cross=1.0, contrastive=0.0))
+    _, plain_parts, without, _, _ = _train_on_pairs(PairWeights(cross=0.0, contrastive=0.0))
+    # The SDSS tokens render the Gaia XP spectrum of the same star far better with the term,
+    assert with_term < 0.5 * without
+    # and reconstruction on each spectrum's own grid is not worse for it.
+    assert float(parts["a"].mean() + parts["b"].mean()) < 1.5 * float(plain_parts["a"].mean() + plain_parts["b"].mean())
+
+
+def _pair_retrieval(tok, side_a, side_b) -> float:
+    """R@1 of same-star partners in the space InfoNCE sees: centred, normalised mean tokens."""
+    with torch.no_grad():
+        z = [tok.model.mean_tokens(*tok.model.encode(collate([prepare(s, TINY) for s in side])))
+             for side in (side_a, side_b)]
+    centre = torch.cat(z).mean(dim=0)
+    za, zb = (torch.nn.functional.normalize(x - centre, dim=-1) for x in z)
+    return float(((za @ zb.T).argmax(dim=1) == torch.arange(len(side_a))).float().mean())
+
+
+def test_contrastive_term_aligns_same_object_embeddings():
+    tok, parts, _, side_a, side_b = _train_on_pairs(PairWeights(cross=0.0, contrastive=0.5))
+    assert float(parts["contrastive"]) < 0.2 * np.log(6)
+    assert _pair_retrieval(tok, side_a, side_b) == 1.0
+    plain, *_, plain_a, plain_b = _train_on_pairs(PairWeights(cross=0.0, contrastive=0.0))
+    assert _pair_retrieval(plain, plain_a, plain_b) <= 0.5
