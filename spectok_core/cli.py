@@ -183,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every, max_minutes=args.minutes,
         patch_tokens=args.patch_tokens, pair_every=args.pair_every,
         pair_cross=args.pair_cross, pair_contrastive=args.pair_contrastive,
+        calibration_shrink=args.calibration_shrink, pair_min=args.pair_min,
     )
     init = Path(args.init) if args.init else None
     tok = train(Path(args.corpus), Path(args.out), args.config, cfg, device=args.device, init=init)
@@ -406,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-contrastive", type=float, default=0.5,
                    help="weight of the InfoNCE term on same-object pairs, relative to the "
                    "reconstruction loss")
+    p.add_argument("--pair-min", type=int, default=50,
+                   help="use only instrument pairs with at least this many same-object pairs")
+    p.add_argument("--calibration-shrink", type=float, default=0.01,
+                   help="the embedding's PCA whitening, fitted after training, shrinks eigenvalues "
+                   "by this x their mean; large values (100) only centre and rotate, which keeps "
+                   "what the contrastive term aligned")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start from this model folder's weights (continued training); "
                    "its config replaces --config")

@@ -164,8 +164,10 @@ def train(
     if cfg.pair_every > 0:
         pairs = PairIndex.build(corpus, "train", min_pairs=cfg.pair_min)
         if not pairs.pairs:
-            raise SpectrumError(f"{corpus}: no same-object pairs across instruments in the training split; "
-                                "train without pairs (pair_every=0)")
+            raise SpectrumError(
+                f"{corpus}: no instrument pair has {cfg.pair_min} same-object pairs in the training split "
+                "(spectra of one object_id from two surveys); train without pairs (pair_every=0, "
+                "the default) or lower pair_min")
         pair_weights = PairWeights(cfg.pair_cross, cfg.pair_contrastive, cfg.pair_temperature)
         print(f"cross-survey pairs: {len(pairs)} in {len(pairs.pairs)} instrument pairs, every "
               f"{cfg.pair_every} steps")

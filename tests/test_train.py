@@ -149,3 +149,22 @@ def test_loss_curve_puts_pair_terms_in_their_own_panel(tmp_path):
     import matplotlib.image
 
     assert matplotlib.image.imread(out).shape[0] > 700  # two panels: taller than the one-panel 550 px
+
+
+def test_cli_trains_with_pairs_and_continues(tmp_path, capsys):
+    from spectok_core.cli import main
+
+    corpus = tiny_corpus(tmp_path / "corpus", same_objects=True)
+    common = ["--corpus", str(corpus), "--batch-size", "4"]
+    assert main(["train", *common, "--out", str(tmp_path / "a"), "--config", "tiny", "--steps", "4",
+                 "--pair-every", "2", "--pair-min", "5", "--calibration-shrink", "100"]) == 0
+    metadata = json.loads((tmp_path / "a" / "final" / "metadata.json").read_text())
+    assert metadata["train_config"]["pair_every"] == 2
+    assert metadata["train_config"]["calibration_shrink"] == 100
+    assert main(["train", *common, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "final"),
+                 "--steps", "2"]) == 0
+    assert Tokenizer.from_pretrained(tmp_path / "b" / "final").config == PRESETS["tiny"]
+    # Too few pairs: a clear error, not a traceback.
+    assert main(["train", *common, "--out", str(tmp_path / "c"), "--config", "tiny", "--steps", "2",
+                 "--pair-every", "2"]) == 1
+    assert "same-object pairs" in capsys.readouterr().err

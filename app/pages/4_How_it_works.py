@@ -82,9 +82,10 @@ def walkthrough(tok, index, spectrum) -> None:
     st.header("5 · Embedding")
     vector = common.query_vector(tok, index)
     st.markdown(
-        f"Attention pooling summarises all tokens into **one vector of {vector.size} numbers** "
-        "with length 1: the embedding. Two spectra are similar when their embeddings point the "
-        "same way; their similarity is the dot product (1 = identical, 0 = unrelated)."
+        f"The tokens are averaged into **one vector of {vector.size} numbers**, which a fixed "
+        "map (fitted on training spectra) centres and rotates, and which is scaled to length 1: "
+        "the embedding. Two spectra are similar when their embeddings point the same way; their "
+        "similarity is the dot product (1 = identical, 0 = unrelated)."
     )
     st.plotly_chart(explore.embedding_figure(vector), key="how_embedding")
 
