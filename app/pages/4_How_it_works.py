@@ -83,8 +83,9 @@ def walkthrough(tok, index, spectrum) -> None:
     vector = common.query_vector(tok, index)
     st.markdown(
         f"The tokens are averaged into **one vector of {vector.size} numbers**, which a fixed "
-        "map (fitted on training spectra) centres and rotates, and which is scaled to length 1: "
-        "the embedding. Two spectra are similar when their embeddings point the same way; their "
+        "map (fitted on training spectra) centres and whitens (rescales it so that every "
+        "direction in which spectra differ counts alike), and which is scaled to length 1: the "
+        "embedding. Two spectra are similar when their embeddings point the same way; their "
         "similarity is the dot product (1 = identical, 0 = unrelated)."
     )
     st.plotly_chart(explore.embedding_figure(vector), key="how_embedding")
