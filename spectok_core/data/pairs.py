@@ -75,9 +75,6 @@ class PairIndex:
     def __len__(self) -> int:
         return sum(len(v) for v in self.pairs.values())
 
-    def counts(self) -> dict[str, int]:
-        return {f"{a}-{b}": len(v) for (a, b), v in self.pairs.items()}
-
     def sample(
         self, rng: np.random.Generator, size_for: Callable[[str, str], int]
     ) -> tuple[str, str, list[Spectrum], list[Spectrum]]:
