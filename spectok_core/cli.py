@@ -52,6 +52,8 @@ def plot_spectra(spectra: Sequence[Spectrum], out: Path, max_panels: int = 12) -
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from .data.figures import save_png
+
     shown = list(spectra)[:max_panels]
     fig, axes = plt.subplots(len(shown), 1, figsize=(10, 2.4 * len(shown)), squeeze=False)
     for ax, spectrum in zip(axes[:, 0], shown, strict=True):
@@ -72,11 +74,7 @@ def plot_spectra(spectra: Sequence[Spectrum], out: Path, max_panels: int = 12) -
         ax.set_ylabel(spectrum.meta.get("flux_unit", "flux"), fontsize=8)
     axes[-1, 0].set_xlabel("vacuum wavelength [Å]")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(out)  # never a half-written figure
+    save_png(fig, out)  # never a half-written figure
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -40,10 +40,15 @@ def _mark_lines(ax, z: float, wave_min: float, wave_max: float, objects: str) ->
                     rotation=90, va="top", ha="right", color="tab:blue")
 
 
-def _save(fig, out: Path) -> Path:
+def save_png(fig, out: Path) -> Path:
+    """Write a matplotlib figure as PNG atomically (never a half-written file) and close it."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
     tmp.replace(out)
     return out
 
@@ -75,8 +80,7 @@ def one_source_three_instruments(out: Path, cache: Path | None = None, seed: int
     fig.suptitle(f"One simulated quasar (z = {source.z:.2f}) seen by three instruments — simulated data",
                  fontsize=10)
     fig.tight_layout()
-    path = _save(fig, Path(out) / "one_source_three_instruments.png")
-    plt.close(fig)
+    path = save_png(fig, Path(out) / "one_source_three_instruments.png")
     return path
 
 
@@ -115,6 +119,5 @@ def real_vs_simulated(out: Path, shared: Path, cache: Path | None = None, seed: 
         ax.legend(fontsize=8, loc="upper right")
     axes[-1].set_xlabel("rest-frame vacuum wavelength [Å]")
     fig.tight_layout()
-    result = _save(fig, Path(out) / "real_vs_simulated.png")
-    plt.close(fig)
+    result = save_png(fig, Path(out) / "real_vs_simulated.png")
     return result

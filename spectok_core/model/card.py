@@ -43,6 +43,8 @@ def plot_loss_curve(log: Path, out: Path, smooth: int = 15, title: str = "specto
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..data.figures import save_png
+
     curves = read_loss_log(log)
     pair_curves = {k: v for k, v in curves.items() if k.startswith(PAIR_PREFIX)}
     survey_curves = {k: v for k, v in curves.items() if not k.startswith(PAIR_PREFIX)}
@@ -66,9 +68,4 @@ def plot_loss_curve(log: Path, out: Path, smooth: int = 15, title: str = "specto
         axes[1, 0].set_ylabel("same-object pair terms")
     axes[-1, 0].set_xlabel("training step")
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_png(fig, out)
