@@ -90,7 +90,10 @@ class Spectrum:
                 f"negative inverse variance in {int(np.sum(ivar < 0))} pixels; "
                 "ivar must be >= 0 (use 0 for pixels without a measurement)"
             )
-        bad = mask | ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar <= 0)
+        # ivar is stored as float32: a positive value that underflows to 0 there is no measurement.
+        with np.errstate(over="ignore", invalid="ignore"):
+            underflow = ivar.astype(np.float32) == 0
+        bad = mask | ~np.isfinite(flux) | ~np.isfinite(ivar) | (ivar <= 0) | underflow
         n_good = int(np.sum(~bad))
         if n_good == 0:
             raise SpectrumError(

@@ -30,6 +30,7 @@ def test_valid_spectrum_dtypes_and_snr():
         (dict(wave=np.r_[np.linspace(4000, 5000, 99), np.nan]), "non-finite wavelengths"),
         (dict(ivar=np.r_[np.full(99, 1.0), -1.0]), "negative inverse variance"),
         (dict(ivar=np.zeros(100)), "every pixel is bad"),
+        (dict(ivar=np.full(100, 1e-60)), "every pixel is bad"),  # all 0 once stored as float32
         (dict(flux=np.full(100, np.nan)), "every pixel is bad"),
         (dict(mask=np.ones(100, bool)), "every pixel is bad"),
         (dict(survey="hubble"), "unknown survey"),
@@ -60,6 +61,18 @@ def test_bad_pixels_are_masked_and_zeroed():
     assert s.mask[[3, 7, 9]].all() and s.mask.sum() == 3
     assert s.flux[3] == 0 and s.ivar[9] == 0
     assert np.all(np.isfinite(s.flux)) and np.all(np.isfinite(s.ivar))
+
+
+def test_ivar_that_underflows_float32_is_masked_and_revalidates():
+    # A value like 1e-60 passes "ivar > 0" in float64 but is 0 in the stored float32 array;
+    # found by the fuzz test on a mutated SpeX file.
+    ivar = np.full(100, 4.0)
+    ivar[10:20] = 1e-60
+    s = make(ivar=ivar)
+    assert s.mask[10:20].all() and s.mask.sum() == 10
+    assert np.all(s.ivar[10:20] == 0) and np.all(s.flux[10:20] == 0)
+    again = Spectrum(s.wave, s.flux, s.ivar, s.mask, s.survey, s.meta)
+    assert np.array_equal(again.mask, s.mask)
 
 
 def test_air_vacuum_round_trip_and_known_line():
