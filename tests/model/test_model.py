@@ -270,3 +270,20 @@ def test_contrastive_term_aligns_same_object_embeddings():
     assert _pair_retrieval(tok, side_a, side_b) == 1.0
     plain, *_, plain_a, plain_b = _train_on_pairs(PairWeights(cross=0.0, contrastive=0.0))
     assert _pair_retrieval(plain, plain_a, plain_b) <= 0.5
+
+
+def test_paper_config_builds_and_takes_a_training_step():
+    """The GPU-sized preset runs through the same code (here one step on CPU)."""
+    config = PRESETS["paper"]
+    assert (config.patch_size, config.d_model, config.n_enc_layers, config.n_dec_layers) == (32, 512, 6, 6)
+    torch.manual_seed(0)
+    tok = Tokenizer.from_config(config)
+    n_params = sum(p.numel() for p in tok.model.parameters())
+    assert 30e6 < n_params < 60e6
+    batch = collate([prepare(star("sdss", seed=i, n=256), config) for i in range(2)])
+    model = tok.model.train()
+    loss, _ = objective(model, batch, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert tok.embed(star("gaia_xp", seed=5)).shape == (1, config.d_embed)
