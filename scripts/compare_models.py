@@ -27,34 +27,11 @@ import numpy as np
 import torch
 
 from spectok_core.data.corpus import metadata
-from spectok_core.data.pairs import read_rows
+from spectok_core.data.pairs import read_locations
 from spectok_core.evaluate.tasks import chi2_per_pixel
 from spectok_core.model import Tokenizer
-from spectok_core.model.batch import collate, prepare
 
 GALLERY_CAP = 1500  # validation spectra per survey/origin (all paired ones first)
-
-
-def read(corpus: Path, table, rows: np.ndarray) -> list:
-    out = [None] * len(rows)
-    shards = table["shard"].to_numpy()[rows]
-    for shard in np.unique(shards):
-        where = np.flatnonzero(shards == shard)
-        for i, s in zip(where, read_rows(corpus / shard, table["row"].to_numpy()[rows[where]])):
-            out[i] = s
-    return out
-
-
-@torch.inference_mode()
-def mean_tokens(tok: Tokenizer, spectra: list, batch_size: int = 32) -> np.ndarray:
-    out = np.zeros((len(spectra), tok.config.d_model), np.float32)
-    order = sorted(range(len(spectra)), key=lambda i: len(spectra[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = collate([prepare(spectra[i], tok.config) for i in idx])
-        tokens, attend = tok.model.encode(batch)
-        out[idx] = tok.model.mean_tokens(tokens, attend).numpy()
-    return out
 
 
 def embedding(tok: Tokenizer, calibration: np.ndarray, shrink: float):
@@ -113,7 +90,7 @@ def main() -> None:
     calibration = rng.choice(train, 4096, replace=False)
     all_rows = np.unique(np.concatenate([*gallery.values(), xp_train, sim_train, calibration]))
     t0 = time.time()
-    spectra = read(corpus, table, all_rows)
+    spectra = read_locations(corpus, table["shard"].to_numpy()[all_rows], table["row"].to_numpy()[all_rows])
     keep = np.array([s is not None for s in spectra])
     all_rows, spectra = all_rows[keep], [s for s in spectra if s is not None]
     position = {r: i for i, r in enumerate(all_rows)}
@@ -127,7 +104,7 @@ def main() -> None:
     for model_path in args.models:
         tok = Tokenizer.from_pretrained(model_path)
         t0 = time.time()
-        pooled = mean_tokens(tok, spectra)
+        pooled = tok.mean_tokens(spectra).numpy()
         print(f"\n## {model_path}  (embedded {len(spectra)} in {time.time() - t0:.0f} s)")
         for shrink in args.shrink:
             embed = embedding(tok, pooled[at(calibration)], shrink)

@@ -158,8 +158,7 @@ def train(
         step = state["step"]
         print(f"resuming from step {step} ({checkpoint})")
     shards = open_corpus(corpus, "train")
-    weights = np.array([s.rows.size for s in shards], float)
-    weights /= weights.sum()
+    weights, longest = _shard_stats(shards)
     pairs = pair_weights = None
     if cfg.pair_every > 0:
         pairs = PairIndex.build(corpus, "train", min_pairs=cfg.pair_min)
@@ -190,8 +189,7 @@ def train(
                 fresh = open_corpus(corpus, "train")
                 if len(fresh) != len(shards):
                     shards = fresh
-                    weights = np.array([s.rows.size for s in shards], float)
-                    weights /= weights.sum()
+                    weights, longest = _shard_stats(shards)
             # Randomness is seeded per step, so a resumed run continues the same stream.
             rng = np.random.default_rng([cfg.seed, step])
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -199,7 +197,7 @@ def train(
                 group["lr"] = lr_at(step, cfg)
             optimizer.zero_grad(set_to_none=True)
             if pairs is not None and step % cfg.pair_every == cfg.pair_every - 1:
-                values = _pair_step(model, pairs, pair_weights, shards, rng, generator, cfg, model_config, device)
+                values = _pair_step(model, pairs, pair_weights, longest, rng, generator, cfg, model_config, device)
             else:
                 values = _shard_step(model, shards, weights, rng, generator, cfg, model_config, device)
             if values is None:
@@ -247,12 +245,18 @@ def _shard_step(model, shards, weights, rng, generator, cfg: TrainConfig, config
     return {shard.survey: float(chi2.mean())}
 
 
-def _pair_step(model, pairs: PairIndex, weights: PairWeights, shards, rng, generator, cfg: TrainConfig,
-               config: ModelConfig, device):
-    """Backward pass on same-object pairs from two instruments; returns the logged values."""
+def _shard_stats(shards: list[ShardRows]) -> tuple[np.ndarray, dict[str, int]]:
+    """Sampling weight of each shard (its share of rows) and the longest spectrum per survey."""
+    weights = np.array([s.rows.size for s in shards], float)
     longest: dict[str, int] = defaultdict(int)
     for shard in shards:
         longest[shard.survey] = max(longest[shard.survey], shard.n_pixels)
+    return weights / weights.sum(), longest
+
+
+def _pair_step(model, pairs: PairIndex, weights: PairWeights, longest: dict[str, int], rng, generator,
+               cfg: TrainConfig, config: ModelConfig, device):
+    """Backward pass on same-object pairs from two instruments; returns the logged values."""
 
     def size_for(a: str, b: str) -> int:
         n_patches = -(-max(longest[a], longest[b], 1) // config.patch_size)

@@ -44,6 +44,18 @@ def read_rows(path: Path, rows: np.ndarray) -> list[Spectrum | None]:
     return out
 
 
+def read_locations(corpus: Path, shards: np.ndarray, rows: np.ndarray) -> list[Spectrum | None]:
+    """Spectra at (shard, row) locations spread over many shards, in the order given; each
+    shard is opened once. None where a row is unusable."""
+    out: list[Spectrum | None] = [None] * len(rows)
+    shards = np.asarray(shards)
+    for shard in np.unique(shards):
+        where = np.flatnonzero(shards == shard)
+        for i, spectrum in zip(where, read_rows(Path(corpus) / shard, np.asarray(rows)[where])):
+            out[i] = spectrum
+    return out
+
+
 @dataclass
 class PairIndex:
     """Same-object pairs of one split, grouped by instrument pair (surveys sorted a < b)."""
@@ -92,10 +104,4 @@ class PairIndex:
         return a, b, [side_a[i] for i in keep], [side_b[i] for i in keep]
 
     def _read(self, locations: np.ndarray) -> list[Spectrum | None]:
-        out: list[Spectrum | None] = [None] * len(locations)
-        shards = self.shards[locations]
-        for shard in np.unique(shards):
-            where = np.flatnonzero(shards == shard)
-            for i, spectrum in zip(where, read_rows(self.corpus / shard, self.rows[locations[where]])):
-                out[i] = spectrum
-        return out
+        return read_locations(self.corpus, self.shards[locations], self.rows[locations])

@@ -168,11 +168,17 @@ class Tokenizer:
                 f"calibration needs more spectra than embedding dimensions ({self.config.d_embed}); "
                 f"got {len(spectra)}"
             )
+        self.model.calibrate_pooling(self.mean_tokens(spectra, batch_size), shrink=shrink)
+
+    @torch.inference_mode()
+    def mean_tokens(self, spectra: Sequence[Spectrum], batch_size: int = 32) -> torch.Tensor:
+        """(N, d_model) mean of each spectrum's attended tokens, before the embedding's
+        calibration: what :meth:`calibrate` fits and what the pair InfoNCE compares."""
         pooled = torch.zeros(len(spectra), self.config.d_model)
         for idx, _, batch in self._batches(spectra, batch_size):
             tokens, attend = self.model.encode(batch)
             pooled[idx] = self.model.mean_tokens(tokens, attend).cpu()
-        self.model.calibrate_pooling(pooled, shrink=shrink)
+        return pooled
 
     @torch.inference_mode()
     def tokenize(self, spectra: Sequence[Spectrum] | Spectrum, batch_size: int = 32) -> list[TokenSet]:

@@ -287,3 +287,11 @@ def test_paper_config_builds_and_takes_a_training_step():
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert tok.embed(star("gaia_xp", seed=5)).shape == (1, config.d_embed)
+
+
+def test_mean_tokens_keep_input_order_across_lengths(tok):
+    spectra = [star("sdss", seed=1, n=700), star("gaia_xp", seed=2), star("sdss", seed=3, n=300)]
+    together = tok.mean_tokens(spectra, batch_size=2)
+    assert together.shape == (3, TINY.d_model)
+    for row, spectrum in zip(together, spectra):
+        assert torch.allclose(row, tok.mean_tokens([spectrum])[0], atol=1e-5)
