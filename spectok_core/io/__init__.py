@@ -12,7 +12,7 @@ from typing import Any
 from ..spectrum import SpectrumError
 
 # Importing the reader modules registers their formats.
-from . import apogee, desi, gaia_xp, lamost, libraries, mmu, sdss, table  # noqa: E402,F401,I001
+from . import apogee, desi, gaia_xp, image1d, lamost, libraries, mmu, sdss, table  # noqa: E402,F401,I001
 from .registry import FORMATS, Format, describe_formats, formats_for
 from .source import Limits, Source
 

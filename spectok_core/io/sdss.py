@@ -53,6 +53,7 @@ import numpy as np
 
 from ..spectrum import MIN_GOOD_PIXELS, Spectrum, SpectrumError, sigma_to_ivar
 from .fitsvalues import header_value, plain_value
+from .image1d import UNCERTAINTY_NAMES, header_text, interpret_mask, uncertainty_to_ivar
 from .registry import register
 from .source import Source
 
@@ -400,9 +401,14 @@ def read_spplate(source: Source) -> list[Spectrum]:
             f"{source.name}: an spPlate file needs an inverse-variance image in HDU1 "
             "of the same shape as the flux image"
         )
-    ivar = np.atleast_2d(np.asarray(hdul[1].data, dtype=np.float64))
-    and_mask = None
+    # Analysis packages that save a spectrum in this layout may store 1σ or variance
+    # instead of ivar, and a good-pixel mask instead of the AND mask: their HDU names
+    # and headers say so (image1d: the writers' conventions).
+    kind = UNCERTAINTY_NAMES.get(_hdu_name(hdul[1]), "ivar")
+    ivar = np.atleast_2d(uncertainty_to_ivar(hdul[1].data, kind))
+    and_mask = mask_hdu = None
     if len(hdul) > 2 and getattr(hdul[2].data, "shape", None) == hdul[0].data.shape:
+        mask_hdu = hdul[2]
         and_mask = np.atleast_2d(np.asarray(hdul[2].data))
     wave = _image_grid(header, flux.shape[1])
     plug = next((h.data for h in hdul[1:] if _hdu_name(h).startswith("PLUGMAP")), None)
@@ -427,11 +433,17 @@ def read_spplate(source: Source) -> list[Spectrum]:
             what = "sky fibre" if objtype.upper() == "SKY" else "unplugged fibre (OBJTYPE=NA)"
             source.report(f"{label}: {what}, not an astronomical spectrum; skipped")
             continue
-        bad = bad_pixels(and_mask[i]) if and_mask is not None else np.zeros(wave.shape, bool)
+        bad, convention = np.zeros(wave.shape, bool), None
+        if and_mask is not None:
+            bad, convention = interpret_mask(
+                and_mask[i], _hdu_name(mask_hdu), header_text(mask_hdu.header),
+                boolean=str(mask_hdu.header.get("BFORM", "")).strip().upper() in ("L", "X"),
+                unmeasured=~(ivar[i] > 0) | ~np.isfinite(flux[i]), bitmask=bad_pixels)
         meta = {
             "object_id": _object_id(survey, plate, mjd, fiber),
             "ra": col("RA"), "dec": col("DEC"), "objtype": objtype,
             "flux_unit": FLUX_UNIT, "plate": plate, "mjd": mjd, "fiberid": fiber,
+            "mask_convention": convention,
         }
         spectrum = source.keep(
             label,

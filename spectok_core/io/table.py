@@ -72,9 +72,12 @@ MASK_NAMES = (
     "mask", "bad", "and_mask", "andmask", "badpix", "bad_pixel", "bad_pixels", "pixel_mask",
     "flux_mask", "bad_mask",
 )
+#: Good-pixel masks (1 = use the pixel), as analysis packages write them; used without a mask.
+GOOD_NAMES = ("good", "goodpix", "good_pix", "good_pixel", "good_pixels", "good_mask", "valid",
+              "valid_mask")
 ROLE_NAMES = {
     "wave": WAVE_NAMES, "loglam": LOGWAVE_NAMES, "flux": FLUX_NAMES, "error": ERROR_NAMES,
-    "ivar": IVAR_NAMES, "var": VAR_NAMES, "mask": MASK_NAMES,
+    "ivar": IVAR_NAMES, "var": VAR_NAMES, "mask": MASK_NAMES, "good": GOOD_NAMES,
 }
 
 # -- wavelength units --------------------------------------------------------------
@@ -444,15 +447,29 @@ def _one_spectrum(table: Table, roles: dict[str, str], row: int | None, source: 
     wave, flux = column("wave"), column("flux")
     if wave.size != flux.size:
         raise SpectrumError(f"wavelength and flux have different lengths ({wave.size}, {flux.size})")
-    error, ivar, var, bad = column("error"), column("ivar"), column("var"), column("mask")
+    error, ivar, var = column("error"), column("ivar"), column("var")
     if error is not None:
         ivar = sigma_to_ivar(error)
     elif var is not None:
         ivar = sigma_to_ivar(np.sqrt(np.where(var > 0, var, np.nan)))
     elif ivar is not None:  # a negative or NaN weight marks a pixel without a measurement
         ivar = np.where(np.isfinite(ivar) & (ivar > 0), ivar, 0.0)
-    mask = np.zeros(wave.size, dtype=bool) if bad is None else (np.nan_to_num(bad, nan=1.0) != 0)
     meta = dict(settings["meta"])
+    mask = np.zeros(wave.size, dtype=bool)
+    mask_name = roles.get("mask", roles.get("good"))
+    if mask_name is not None:  # which convention the writer used: see image1d.interpret_mask
+        from .image1d import interpret_mask
+
+        raw = table.columns[mask_name]
+        raw = np.asarray(raw[row] if row is not None else raw).ravel()
+        unmeasured = ~np.isfinite(flux) if ivar is None else ~(ivar > 0)
+        if "mask" in roles:
+            mask, meta["mask_convention"] = interpret_mask(
+                raw, mask_name, boolean=raw.dtype.kind == "b", unmeasured=unmeasured)
+            mask = mask | (np.isnan(raw) if raw.dtype.kind == "f" else False)
+        else:
+            mask = np.nan_to_num(raw.astype(np.float64), nan=0.0) == 0
+            meta["mask_convention"] = f"good-pixel column {mask_name!r} (1 = good)"
 
     placed = np.isfinite(wave) & (wave > 0)  # NaN, or 0 / -1 padding of array columns
     if not np.all(placed):
