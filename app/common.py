@@ -133,25 +133,31 @@ def query_vector(tok, index=None) -> np.ndarray:
     return q["vector"]
 
 
-def _read_uploaded(uploaded) -> list | None:
-    """Spectra of an uploaded file (read once per file), or None after a friendly error."""
+def _read_uploaded(uploaded: list) -> list | None:
+    """Spectra of the uploaded files (read once per set of files), or None after a friendly error.
+
+    Several files may come together: a DESI coadd with its redrock-*.fits is paired by
+    :func:`explore.read_uploads`, so its spectra carry the pipeline's redshifts.
+    """
     cache = st.session_state.setdefault("_uploads", {})
-    key = f"{uploaded.file_id}|{uploaded.name}|{uploaded.size}"
+    key = "||".join(f"{u.file_id}|{u.name}|{u.size}" for u in uploaded)
+    names = ", ".join(u.name for u in uploaded)
     if key not in cache:
         limit = explore.upload_limit_bytes()
-        if uploaded.size > limit:
-            result = SpectrumError(f"it is {uploaded.size / 2**20:.1f} MB, over the "
-                                   f"{limit / 2**20:.0f} MB limit; upload a single spectrum file")
+        too_big = [u for u in uploaded if u.size > limit]
+        if too_big:
+            result = SpectrumError(f"{too_big[0].name} is {too_big[0].size / 2**20:.1f} MB, over "
+                                   f"the {limit / 2**20:.0f} MB limit; upload a single spectrum file")
         else:
             try:
-                result = explore.read_upload(uploaded.getvalue(), uploaded.name)
+                result = explore.read_uploads([(u.getvalue(), u.name) for u in uploaded])
             except SpectrumError as err:
                 result = err
         cache.clear()  # keep only the latest upload in memory
         cache[key] = result
     result = cache[key]
     if isinstance(result, SpectrumError):
-        show_read_error(result, uploaded.name)
+        show_read_error(result, names)
         return None
     return result
 
@@ -170,9 +176,11 @@ def pick_query(index=None, key: str = "picker") -> bool:
         uploaded = st.file_uploader(
             "Upload a spectrum: SDSS/BOSS, DESI, LAMOST, APOGEE, Gaia XP, MaNGA/MaStar, "
             "SpeX, MILES/STELIB files, Multimodal Universe HDF5 shards, or a CSV/ECSV/text "
-            "table with wavelength and flux columns.", key=f"{key}_upload",
+            "table with wavelength and flux columns. Several files at once are fine: a DESI "
+            "coadd together with its redrock-*.fits gets the pipeline's redshifts.",
+            key=f"{key}_upload", accept_multiple_files=True,
         )
-        if uploaded is None:
+        if not uploaded:
             st.caption(f"Up to {explore.upload_limit_bytes() / 2**20:.0f} MB. "
                        "Formats are recognised from the content, not the file name.")
             return True
@@ -184,10 +192,13 @@ def pick_query(index=None, key: str = "picker") -> bool:
         chosen = 0
         if len(spectra) > 1:
             labels = [f"{i}: {explore.spectrum_label(s)}" for i, s in enumerate(spectra)]
-            chosen = st.selectbox(f"{uploaded.name} holds {len(spectra)} spectra; pick one",
+            names = ", ".join(u.name for u in uploaded)
+            chosen = st.selectbox(f"{names} hold{'s' if len(uploaded) == 1 else ''} "
+                                  f"{len(spectra)} spectra; pick one",
                                   range(len(spectra)), format_func=lambda i: labels[i],
                                   key=f"{key}_pick")
-        set_query(spectra[chosen], f"upload:{uploaded.file_id}:{chosen}")
+        ids = "+".join(str(u.file_id) for u in uploaded)
+        set_query(spectra[chosen], f"upload:{ids}:{chosen}")
         return True
     if choice == "Bundled example":
         paths = explore.examples()

@@ -226,9 +226,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".ecsv"):
         raise SpectrumError(f"--out {args.out}: write hits to a .csv or .ecsv file")
-    spectra = read_spectra(args.file)
+    options = {"redshift_catalog": args.redshift_catalog} if args.redshift_catalog else {}
+    spectra = read_spectra(args.file, **options)
     if not spectra:
         raise SpectrumError(f"{args.file} holds no usable spectrum: " + "; ".join(spectra.problems))
+    if args.redshift_catalog and spectra[0].meta.get("format") != "desi_coadd":
+        raise SpectrumError(
+            f"--redshift-catalog {args.redshift_catalog}: redshift catalogues are joined to DESI "
+            f"coadd/spectra files by TARGETID, and {args.file} is {spectra[0].meta.get('format')}"
+        )
     numbers = list(range(len(spectra)))
     if args.which is not None:
         if not 0 <= args.which < len(spectra):
@@ -471,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", default=None, help="index folder (default: the shipped indexes/demo)")
     p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
     p.add_argument("--out", default=None, help="write the hits to a .csv or .ecsv file")
+    p.add_argument("--redshift-catalog", default=None, metavar="FILE",
+                   help="the redrock-*.fits / zcatalog of a DESI coadd: joins Z, ZWARN and SPECTYPE "
+                   "to each spectrum by TARGETID")
     p.set_defaults(func=cmd_search)
     p = sub.add_parser(
         "app",

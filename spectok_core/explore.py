@@ -130,7 +130,7 @@ def upload_limit_bytes() -> int:
     return Limits.from_env().max_bytes
 
 
-def read_upload(data: bytes, name: str):
+def read_upload(data: bytes, name: str, **options):
     """Spectra from uploaded bytes; too large or empty files raise SpectrumError."""
     from .io import read_spectra
 
@@ -142,7 +142,86 @@ def read_upload(data: bytes, name: str):
         )
     if not data:
         raise SpectrumError(f"{name} is empty (0 bytes); upload a spectrum file")
-    return read_spectra(bytes(data), name=name)
+    return read_spectra(bytes(data), name=name, **options)
+
+
+#: What a DESI coadd and its redshift catalogue share in their names (coadd-X.fits, redrock-X.fits).
+_DESI_PREFIXES = ("coadd-", "spectra-", "redrock-", "zbest-", "zcatalog-", "zpix-", "ztile-")
+
+
+def _desi_stem(name: str) -> str:
+    stem = Path(name).name.lower()
+    for suffix in (".gz", ".fits", ".fit"):
+        stem = stem.removesuffix(suffix)
+    for prefix in _DESI_PREFIXES:
+        if stem.startswith(prefix):
+            return stem[len(prefix):]
+    return stem
+
+
+def read_uploads(files: Sequence[tuple[bytes, str]]):
+    """Spectra of several files uploaded together; DESI redshift catalogues are paired.
+
+    A ``redrock-*.fits`` / zcatalog among the files is not a spectrum: it is joined to
+    the DESI coadd it belongs to (the one with the same name after ``coadd-`` /
+    ``redrock-``, else any coadd whose TARGETIDs it holds), so that the coadd's
+    spectra carry Z, ZWARN and SPECTYPE. What could not be paired is listed in
+    ``problems``; a catalogue uploaded alone raises SpectrumError saying what to add.
+    """
+    from .io import SpectrumList
+
+    files = [(bytes(data), str(name)) for data, name in files]
+    if not files:
+        raise SpectrumError("no file was uploaded")
+    many = len(files) > 1
+    result, used = SpectrumList(), set()
+    catalogs: list[tuple[bytes, str]] = []
+    read: list[tuple[bytes, str, Any]] = []
+    failed: list[SpectrumError] = []
+    for data, name in files:
+        try:
+            read.append((data, name, read_upload(data, name)))
+        except SpectrumError as err:
+            # The DESI reader recognises a redshift catalogue and refuses it as a spectrum.
+            if "a DESI redshift catalogue" in str(err):
+                catalogs.append((data, name))
+            elif not many:
+                raise
+            else:  # one bad file of several: say so, show the others
+                failed.append(err)
+                result.problems.append(split_error(err)[0])
+    if not read and catalogs and not failed:
+        names = ", ".join(n for _, n in catalogs)
+        raise SpectrumError(
+            f"{names}: DESI redshift catalogue{'s' if len(catalogs) > 1 else ''}, not spectra. "
+            "Upload the coadd-*.fits it belongs to together with it (select both files)")
+    for data, name, spectra in read:
+        if catalogs and spectra and spectra[0].meta.get("format") == "desi_coadd":
+            stem = _desi_stem(name)
+            for cat_data, cat_name in sorted(catalogs, key=lambda c: _desi_stem(c[1]) != stem):
+                try:
+                    joined = read_upload(data, name, redshift_catalog=cat_data)
+                except SpectrumError as err:
+                    if "none of its targets is in the redshift catalogue" in str(err):
+                        continue
+                    raise
+                for spectrum in joined:
+                    spectrum.meta["redshift_catalog"] = cat_name
+                spectra = joined
+                used.add(cat_name)
+                break
+            else:
+                result.problems.append(f"{name}: none of the uploaded redshift catalogues "
+                                       "holds its targets; shown without redshifts")
+        result.extend(spectra)
+        result.problems.extend(f"{name}: {p}" if many else p for p in spectra.problems)
+    for _, cat_name in catalogs:
+        if cat_name not in used:
+            result.problems.append(f"{cat_name}: a redshift catalogue that matches none of the "
+                                   "uploaded DESI coadds; not used")
+    if not result and failed:
+        raise failed[0]
+    return result
 
 
 def formats_help() -> str:
