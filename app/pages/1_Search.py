@@ -29,21 +29,23 @@ def filters(index) -> tuple[dict | None, int]:
 
 def show_spectrum(spectrum, estimates) -> None:
     z_file = explore.as_float(spectrum.meta.get("z"))
-    z_est = estimates.get("z")
+    z_est = estimates.get("z") if estimates.get("z") and estimates["z"].reliable else None
+    class_est = estimates.get("class") if estimates.get("class") and estimates["class"].reliable \
+        else None
     cols = st.columns([1, 1, 2])
     show_lines = cols[0].checkbox("Mark lines", value=True, key="show_lines")
     z, rest = z_file, False
     if z_file is not None:
         rest = cols[1].toggle("Rest frame", value=False, key="rest",
                               help=f"divide wavelengths by 1 + z (z = {z_file:.4f}, from the file)")
-    elif z_est is not None and estimates.get("class") and estimates["class"].value != "STAR":
+    elif z_est is not None and class_est is not None and class_est.value != "STAR":
         use = cols[1].toggle("Use neighbour z", value=False, key="use_est_z",
                              help=f"the file gives no redshift; the neighbours' median is "
                                   f"{z_est.value:.4f}")
         if use:
             z = z_est.value
             rest = cols[2].toggle("Rest frame", value=False, key="rest_est")
-    cls = spectrum.meta.get("class") or (estimates["class"].value if "class" in estimates else None)
+    cls = spectrum.meta.get("class") or (class_est.value if class_est is not None else None)
     fig = explore.spectrum_figure(spectrum, z=z, rest=rest, show_lines=show_lines, object_class=cls)
     st.plotly_chart(fig, key="query_plot")
 
@@ -54,7 +56,11 @@ def show_neighbours(index, hits, spectrum, estimates) -> None:
         st.info("No indexed spectrum matches these filters; loosen them in the sidebar.")
         return
     st.markdown("**Neighbour estimates** — medians and spreads *among the neighbours*, "
-                "not a fit to your spectrum:")
+                "not a fit to your spectrum. An estimate is shown only when at least "
+                f"{explore.MIN_AGREEING} neighbours with similarity ≥ {explore.MIN_SIMILARITY:g} "
+                "agree on it:")
+    for warning in explore.estimate_warnings(spectrum, hits, index.metadata["survey"].unique()):
+        st.warning(warning)
     st.table(explore.estimates_table(estimates).set_index("quantity"))
     best = hits.iloc[0]
     st.caption(f"Closest: {best['survey']} {best['object_id']} "
@@ -93,7 +99,7 @@ def body() -> None:
     vector = common.query_vector(tok, index)  # first: embedding notes the model's warnings
     common.describe_query()
     hits = explore.neighbours(index, vector, k=k, where=where, exclude_row=q["row"])
-    estimates = explore.neighbour_estimates(hits)
+    estimates = explore.gated_estimates(hits, spectrum)
     show_spectrum(spectrum, estimates)
     show_neighbours(index, hits, spectrum, estimates)
 

@@ -101,7 +101,7 @@ def walkthrough(tok, index, spectrum) -> None:
         "estimates* of what this object is:"
     )
     st.dataframe(explore.hits_table(hits), hide_index=True, key="how_hits")
-    st.dataframe(explore.estimates_table(explore.neighbour_estimates(hits)), hide_index=True,
+    st.dataframe(explore.estimates_table(explore.gated_estimates(hits)), hide_index=True,
                  key="how_estimates")
 
 

@@ -223,7 +223,7 @@ def test_unexpected_errors_become_messages(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(explore, "neighbour_estimates", broken)
+    monkeypatch.setattr(explore, "gated_estimates", broken)
     at = app_test("pages/1_Search.py").run()
     at.radio(key="search_source").set_value("Bundled example").run()
     no_exception(at)

@@ -1,0 +1,78 @@
+"""Gated neighbour estimates: a value only when enough close neighbours agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from spectok_core import Spectrum, explore
+
+COLUMNS = ["rank", "similarity", "survey", "class", "z", "teff", "logg", "feh"]
+
+
+def hits(rows):
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def spectrum(snr: float) -> Spectrum:
+    wave = np.linspace(3600.0, 9800.0, 3000)
+    flux = np.ones(wave.size)
+    return Spectrum(wave, flux, np.full(wave.size, snr**2), np.zeros(wave.size, bool), "desi", {})
+
+
+def test_confident_galaxy_gets_class_and_z_with_spread():
+    table = hits([(i + 1, 0.95 - 0.01 * i, "sdss", "GALAXY", z, None, None, None)
+                  for i, z in enumerate([0.100, 0.102, 0.098, 0.105, 0.30])])
+    est = explore.gated_estimates(table, spectrum(20.0))
+    assert est["class"].reliable and est["class"].value == "GALAXY"
+    assert est["z"].reliable and est["z"].n == 4  # the z = 0.30 neighbour does not agree
+    assert est["z"].value == pytest.approx(0.101)
+    shown = explore.estimates_table(est).set_index("quantity")
+    assert shown.loc["redshift z", "spread"].startswith("± ")
+
+
+def test_galaxy_with_distant_quasar_neighbours_gets_no_estimate():
+    """The DESI galaxy at z = 0.37 that got 'QSO 90 %, z = 2.29' from dissimilar neighbours."""
+    table = hits([(i + 1, 0.62 - 0.01 * i, "desi", "QSO", 2.29 + 0.1 * i, None, None, None)
+                  for i in range(9)] + [(10, 0.5, "desi", "GALAXY", 0.37, None, None, None)])
+    est = explore.gated_estimates(table, spectrum(8.0))
+    assert not est["class"].reliable and "dissimilar" not in est["class"].reason
+    assert "z" not in est or not est["z"].reliable
+    shown = explore.estimates_table(est)
+    assert (shown["neighbour estimate"] == explore.NO_ESTIMATE).all()
+    warnings = explore.estimate_warnings(spectrum(8.0), table, ["desi"])
+    assert any("outside what the model was trained on" in w for w in warnings)
+
+
+def test_stellar_labels_from_one_neighbour_are_withheld():
+    table = hits([(1, 0.95, "apogee", "STAR", 0.0, 4800.0, 2.5, -0.3)]
+                 + [(i + 2, 0.93, "lamost_lrs", "STAR", 0.0, 5000.0 + 30 * i, None, None)
+                    for i in range(4)])
+    est = explore.gated_estimates(table, spectrum(50.0))
+    assert est["class"].reliable and est["teff"].reliable
+    assert not est["logg"].reliable and "only 1" in est["logg"].reason
+    assert not est["feh"].reliable
+
+
+def test_noise_only_fibre_gets_no_estimate_and_a_warning():
+    table = hits([(i + 1, 0.97, "sdss", "STAR", 0.0, 5000.0, 4.5, 0.0) for i in range(8)])
+    noise = spectrum(0.7)
+    est = explore.gated_estimates(table, noise)
+    assert est and not any(e.reliable for e in est.values())
+    assert all("S/N 0.7" in e.reason for e in est.values())
+    warnings = explore.estimate_warnings(noise, table, ["sdss"])
+    assert any("low signal-to-noise" in w for w in warnings)
+    assert any("no desi spectra are in the index" in w for w in warnings)
+    assert explore.estimate_warnings(spectrum(20.0), table, ["desi"]) == []
+
+
+def test_split_vote_is_not_a_class():
+    table = hits([(1, 0.9, "sdss", "GALAXY", 0.1, None, None, None),
+                  (2, 0.9, "sdss", "GALAXY", 0.1, None, None, None),
+                  (3, 0.9, "sdss", "GALAXY", 0.1, None, None, None),
+                  (4, 0.9, "sdss", "QSO", 0.1, None, None, None),
+                  (5, 0.9, "sdss", "STAR", 0.0, 5000.0, 4.0, 0.0)])
+    est = explore.gated_estimates(table, spectrum(20.0))
+    assert not est["class"].reliable and "disagree" in est["class"].reason
+    assert not est["z"].reliable and est["z"].reason == "the class is not reliable"
