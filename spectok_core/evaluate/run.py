@@ -13,6 +13,7 @@ import numpy as np
 from ..spectrum import SpectrumError
 from . import report, tasks
 from .data import EvalCorpus
+from .gated import gated_estimates_section
 from .tasks import EvalConfig, Run
 
 
@@ -47,6 +48,9 @@ def run_evaluation(corpus: str | os.PathLike, tok, out: str | os.PathLike = "rep
                 section = task(run)
             log(f"  {section.title}: {time.time() - t0:.0f} s")
             sections.append(section)
+        section = gated_estimates_section(run)  # the explorer's gated estimates, scored
+        log(f"  {section.title}: {section.seconds:.0f} s")
+        sections.append(section)
         header = _header(ctx, cfg, tok, len(rows), load_seconds, quick, time.time() - started)
         path = report.publish(out, staging, report.render(header, sections, _footer()))
     finally:
