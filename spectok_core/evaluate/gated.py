@@ -7,7 +7,7 @@ test spectrum its k nearest train spectra by cosine similarity of the frozen emb
 then the gates. Scored per quantity and per origin (real / simulated):
 
 * answered: the share where the gates let an estimate through (1 − abstention rate);
-* right when answered: class equal to the catalogue class; z within 0.05 (1 + z);
+* right when answered: class equal to the catalogue class; z within 0.02 (1 + z);
   Teff within 5 %; log g within 0.3 dex; [Fe/H] within 0.25 dex (the agreement
   tolerances of the gates, :data:`spectok_core.explore.AGREE`);
 * ungated right: the same score for the plain neighbour median (every test spectrum).
@@ -107,7 +107,7 @@ def gated_estimates_section(run) -> Section:
         f"{MIN_AGREEING} must agree; class share ≥ {MIN_CLASS_SHARE:g}; spread limits) on "
         f"{len(test):,} test spectra, with the {len(reference):,} embedded train spectra as the "
         f"index and k = {K}. *answered*: share of test spectra given an estimate; *right*: share "
-        "of the answered ones within tolerance (class equal; z within 0.05 (1 + z); Teff within "
+        "of the answered ones within tolerance (class equal; z within 0.02 (1 + z); Teff within "
         "5 %; log g 0.3 dex; [Fe/H] 0.25 dex); *ungated right*: the plain neighbour median on "
         "all of them. Real and simulated spectra are scored separately; no S/N gate here.")
     out = Table(["quantity", "data", "N test", "answered", "right when answered", "ungated right"],
