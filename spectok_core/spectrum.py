@@ -15,6 +15,10 @@ import numpy as np
 #: A spectrum needs at least this many usable pixels to be worth embedding.
 MIN_GOOD_PIXELS = 16
 
+#: Wavelengths a spectrum may have, in Å: hard X-rays (0.1 Å) to radio (10 cm). Far wider
+#: than any instrument spectok models; values outside are a unit mistake or garbage.
+WAVE_RANGE = (0.1, 1e9)
+
 
 class SpectrumError(ValueError):
     """Raised for any input that cannot become a valid Spectrum.
@@ -78,6 +82,13 @@ class Spectrum:
             )
         if wave[0] <= 0:
             raise SpectrumError(f"wavelengths must be positive (first is {wave[0]:g} Å)")
+        low, high = float(np.min(wave)), float(np.max(wave))
+        if low < WAVE_RANGE[0] or high > WAVE_RANGE[1]:
+            raise SpectrumError(
+                f"wavelengths {low:.6g}-{high:.6g} Å are outside the physical range "
+                f"{WAVE_RANGE[0]:g}-{WAVE_RANGE[1]:g} Å (X-ray to radio); the unit is probably "
+                "wrong: give wavelengths in Å, or state the unit (e.g. wave_unit='nm')"
+            )
         steps = np.diff(wave)
         if np.any(steps <= 0):
             first = int(np.argmax(steps <= 0))

@@ -14,7 +14,7 @@ from ..spectrum import SpectrumError
 # Importing the reader modules registers their formats.
 from . import apogee, desi, gaia_xp, image1d, lamost, libraries, mmu, sdss, table  # noqa: E402,F401,I001
 from .registry import FORMATS, Format, describe_formats, formats_for
-from .source import Limits, Source
+from .source import Limits, Source, safe_name
 
 __all__ = [
     "FORMATS",
@@ -54,6 +54,10 @@ def detect_format(source: Source) -> Format:
                 return fmt
         except SpectrumError:
             raise
+        except MemoryError:  # not "no": the file is too large for this process
+            raise SpectrumError(
+                f"{source.name}: out of memory while reading; the file is too large"
+            ) from None
         except Exception:  # an identifier that trips on odd content just says no
             continue
     what = {"fits": "a FITS file", "hdf5": "an HDF5 file", "npz": "a .npz archive", "text": "a text file"}[kind]
@@ -106,7 +110,7 @@ def _read_source(source: Source, format: str | None) -> SpectrumList:
 def _read_folder(folder: Path, format: str | None, limits: Limits, options: dict) -> SpectrumList:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
-        raise SpectrumError(f"{folder}: the folder holds no files")
+        raise SpectrumError(f"{safe_name(str(folder))}: the folder holds no files")
     result = SpectrumList()
     for path in files:
         try:
@@ -119,25 +123,26 @@ def _read_folder(folder: Path, format: str | None, limits: Limits, options: dict
         result.problems.extend(spectra.problems)
     if not result:
         raise SpectrumError(
-            f"{folder}: no file in the folder could be read:\n  " + "\n  ".join(result.problems)
+            f"{safe_name(str(folder))}: no file in the folder could be read:\n  " + "\n  ".join(result.problems)
         )
     return result
 
 
 def _read_bytes(path: Path, limits: Limits) -> bytes:
+    shown = safe_name(str(path))
     try:
         size = path.stat().st_size
     except OSError as err:
-        raise SpectrumError(f"{path}: cannot access the file ({err.strerror})") from None
+        raise SpectrumError(f"{shown}: cannot access the file ({err.strerror})") from None
     if size > limits.max_bytes:
         raise SpectrumError(
-            f"{path}: {size / 2**20:.0f} MB is over the {limits.max_bytes / 2**20:.0f} MB limit for "
+            f"{shown}: {size / 2**20:.0f} MB is over the {limits.max_bytes / 2**20:.0f} MB limit for "
             "one file; raise it with max_bytes= or SPECTOK_MAX_UPLOAD_MB"
         )
     try:
         return path.read_bytes()
     except OSError as err:
-        raise SpectrumError(f"{path}: cannot read the file ({err.strerror})") from None
+        raise SpectrumError(f"{shown}: cannot read the file ({err.strerror})") from None
 
 
 def read_spectra(
@@ -179,6 +184,6 @@ def read_spectra(
     if path.is_dir():
         return _read_folder(path, format, limits, options)
     if not path.exists():
-        raise SpectrumError(f"{path}: no such file or folder")
+        raise SpectrumError(f"{safe_name(str(path))}: no such file or folder")
     source = Source(_read_bytes(path, limits), name or str(path), limits, options)
     return _read_source(source, format)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import unicodedata
 import warnings
 import zlib
 from collections.abc import Callable
@@ -37,12 +38,31 @@ def _env_int(name: str, default: int) -> int:
         raise SpectrumError(f"environment variable {name}={value!r} is not a number") from None
 
 
+def safe_name(name: str) -> str:
+    """A file name fit for messages: control and bidirectional characters escaped (``\\x1b``)."""
+    return "".join(
+        ch if ch.isprintable() and unicodedata.category(ch) != "Cf"
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in str(name)
+    )
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Size limits on input; override per call or with SPECTOK_MAX_UPLOAD_MB / SPECTOK_MAX_PIXELS."""
+    """Size limits on input; override per call or with SPECTOK_MAX_UPLOAD_MB / SPECTOK_MAX_PIXELS.
+
+    ``max_bytes`` bounds the file and also what it decodes to (gzip, compressed
+    or scaled images, HDF5 and .npz arrays), checked from declared sizes before
+    anything is allocated. The counts bound the structure: HDUs, header cards,
+    table columns, and HDF5 objects, attributes or .npz members.
+    """
 
     max_bytes: int = 200 * 2**20
     max_pixels: int = 2_000_000
+    max_hdus: int = 512
+    max_header_cards: int = 10_000
+    max_columns: int = 1_000
+    max_objects: int = 10_000
 
     @classmethod
     def from_env(cls, max_bytes: int | None = None, max_pixels: int | None = None) -> Limits:
@@ -68,6 +88,7 @@ class Source:
     problems: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.name = safe_name(self.name)
         if len(self.data) == 0:
             raise SpectrumError(f"{self.name}: the file is empty (0 bytes)")
         self._check_size(len(self.data))
@@ -87,8 +108,8 @@ class Source:
         try:
             with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
                 while chunk := stream.read(1 << 20):
+                    self._check_size(out.tell() + len(chunk))
                     out.write(chunk)
-                    self._check_size(out.tell())
         except (OSError, EOFError, zlib.error) as err:
             raise SpectrumError(
                 f"{self.name}: the gzip stream is truncated or corrupt ({err}); "
@@ -121,15 +142,23 @@ class Source:
 
     @cached_property
     def hdul(self):
-        """The astropy HDUList, fully loaded (a truncated file fails here, not later)."""
+        """The astropy HDUList, fully loaded (a truncated file fails here, not later).
+
+        Every header is measured first (HDU count, cards, declared and decoded
+        sizes; see :mod:`.guard`), so no data block is read that would break the limits.
+        """
         from astropy.io import fits
+
+        from .guard import check_fits_bytes, check_hdul
 
         if self.kind != "fits":
             raise SpectrumError(f"{self.name}: not a FITS file")
+        check_fits_bytes(self.data, self.limits, self.name)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                hdul = fits.open(io.BytesIO(self.data), memmap=False, lazy_load_hdus=False)
+                hdul = fits.open(io.BytesIO(self.data), memmap=False, lazy_load_hdus=True)
+                check_hdul(hdul, self.limits, self.name)
                 # Repair what can be repaired (odd header cards) instead of failing later.
                 hdul.verify("silentfix")
                 for hdu in hdul:
@@ -164,33 +193,42 @@ class Source:
 
     @cached_property
     def h5(self):
+        """The open h5py File, its structure checked (no links, external or virtual data)."""
         import h5py
+
+        from .guard import check_hdf5
 
         if self.kind != "hdf5":
             raise SpectrumError(f"{self.name}: not an HDF5 file")
         try:
-            return h5py.File(io.BytesIO(self.data), "r")
+            h5 = h5py.File(io.BytesIO(self.data), "r")
         except Exception as err:
             raise SpectrumError(
                 f"{self.name}: the HDF5 file is truncated or corrupt ({err}); "
                 "download it again"
             ) from None
+        try:
+            check_hdf5(h5, self.limits, self.name)
+        except SpectrumError:
+            h5.close()
+            raise
+        except Exception as err:  # h5py's errors for a damaged object table
+            h5.close()
+            raise SpectrumError(
+                f"{self.name}: the HDF5 file's structure is damaged ({type(err).__name__}: "
+                f"{str(err)[:120]}); download it again"
+            ) from None
+        return h5
 
     @cached_property
     def npz(self) -> dict[str, np.ndarray]:
+        from .guard import read_npz
+
         if self.kind != "npz":
             raise SpectrumError(f"{self.name}: not a NumPy .npz archive")
-        try:
-            with np.load(io.BytesIO(self.data), allow_pickle=False) as archive:
-                return {key: archive[key] for key in archive.files}
-        except ValueError as err:
-            # allow_pickle=False: pickled object arrays are refused, never executed.
-            raise SpectrumError(
-                f"{self.name}: the .npz archive holds pickled objects, which spectok never "
-                f"loads ({err}); save plain numeric arrays instead"
-            ) from None
-        except Exception as err:
-            raise SpectrumError(f"{self.name}: the .npz archive is corrupt ({err})") from None
+        # Sizes come from the zip and .npy headers, checked before any member is inflated;
+        # object (pickled) arrays are refused, never executed.
+        return read_npz(self.data, self.limits, self.name)
 
     # -- helpers for readers ---------------------------------------------------
 

@@ -21,8 +21,12 @@ converted to vacuum. When nothing says, vacuum is assumed and recorded in
 ``meta['wave_medium_assumed']``.
 
 A table is not an instrument grid: rows out of wavelength order are sorted
-(``meta['wave_sorted']``), repeated wavelengths are refused (two spectra
-pasted together), rows without a wavelength (NaN or <= 0) are dropped and
+(``meta['wave_sorted']``). A table of overlapping arms or orders written one
+after the other (wavelength rises, falls back into the range already covered,
+rises again; each run at least 16 rows, at most 16 runs, mostly on wavelengths
+of its own) is read as one spectrum per arm, in order of wavelength (``meta['arm']``, ``meta['n_arms']``),
+because sorting it would interleave the overlap into a zig-zag; other
+repeated wavelengths are refused (two spectra pasted together), rows without a wavelength (NaN or <= 0) are dropped and
 reported (padding of array columns only counted in meta), and NaN fluxes
 become masked pixels. Without an error column the inverse variance is
 estimated from the pixel-to-pixel scatter (``meta['ivar_estimated']``).
@@ -102,13 +106,18 @@ MEDIUM_TOKENS = {"air": "air", "vac": "vacuum", "vacuum": "vacuum"}
 VALUE_RANGES = (("Angstrom", 1e3, 1e5), ("nm", 100.0, 3000.0), ("micron", 0.3, 30.0),
                 ("log10(Angstrom)", 3.0, 5.0))
 
-WAVE_WORDS = r"(?:wave\w*|lambda|wl|wavelength\w*)"
-UNIT_WORDS = r"(angstroms?|å|aa|nm|nanomet\w+|um|µm|μm|microns?|micromet\w+)"
+# The patterns below cannot backtrack far: every open-ended repeat is possessive (*+, ++),
+# the only lazy one is bounded ({0,40}?), and header text is cut to MAX_COMMENT characters
+# a line first, so their cost grows linearly with the header (tests/io/test_hostile.py).
+WAVE_WORDS = r"(?:wave\w*+|lambda|wl)"
+UNIT_WORDS = r"(angstroms?|å|aa|nm|nanomet\w++|um|µm|μm|microns?|micromet\w++)"
 COMMENT_UNIT = re.compile(
-    rf"\b{WAVE_WORDS}\b[^\n]{{0,40}}?(?:\(|\[|\bin\b|:|=|\bunits?\b)\s*{UNIT_WORDS}(?![a-z])",
+    rf"\b{WAVE_WORDS}\b[^\n]{{0,40}}?(?:\(|\[|\bin\b|:|=|\bunits?\b)\s*+{UNIT_WORDS}(?![a-z])",
     re.IGNORECASE,
 )
-KEYWORD_LINE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_\-]{0,19})\s*[:=]\s*(.*?)\s*$")
+KEYWORD_LINE = re.compile(r"\s*+([A-Za-z][A-Za-z0-9_\-]{0,19}+)\s*+[:=]")
+MAX_COMMENT = 400  # characters of one header or comment line that are looked at
+MAX_ARMS = 16  # overlapping wavelength runs split into separate spectra, at most
 
 
 # -- survey names and metadata, shared with the HDF5 shard reader -------------------------------
@@ -235,10 +244,14 @@ def _tokens(name: str) -> list[str]:
 def _split_name(name: str) -> tuple[str, str | None, str | None]:
     """(base name for role matching, unit named in it, medium named in it)."""
     unit = None
-    bracket = re.search(r"[\(\[\{]\s*([^\)\]\}]*?)\s*[\)\]\}]", name)
-    if bracket:
-        unit = bracket.group(1)
-        name = name[: bracket.start()] + name[bracket.end():]
+    # "wave [nm]": the text between the first opening bracket and the next closing one
+    # (found by scanning, not by a pattern that could backtrack).
+    opening = next((i for i, ch in enumerate(name) if ch in "([{"), -1)
+    closing = next((i for i in range(opening + 1, len(name)) if name[i] in ")]}"), -1) \
+        if opening >= 0 else -1
+    if closing >= 0:
+        unit = name[opening + 1 : closing].strip()
+        name = name[:opening] + name[closing + 1:]
     kept, medium = [], None
     for token in _tokens(name):
         if token in MEDIUM_TOKENS:
@@ -436,8 +449,51 @@ def _header_meta(table: Table) -> dict[str, Any]:
 # -- turning columns into spectra ----------------------------------------------------------------
 
 
+def _overlapping_runs(wave: np.ndarray) -> list[slice] | None:
+    """The increasing runs of a table that holds several overlapping arms or orders, else None.
+
+    A table of two arms one after the other (4000-6000 Å, then 5800-9000 Å)
+    goes up, drops back, and goes up again; sorting it would interleave the
+    overlap into a zig-zag. Long runs (each a spectrum's worth of pixels, at most
+    MAX_ARMS of them) whose ranges overlap are such arms. Rows merely out of
+    order (short runs), a descending table, or arms that do not overlap are
+    not: those are sorted into one spectrum.
+    """
+    from ..spectrum import MIN_GOOD_PIXELS
+
+    breaks = np.flatnonzero(np.diff(wave) < 0) + 1
+    if not 0 < len(breaks) < MAX_ARMS:
+        return None
+    bounds = [0, *breaks.tolist(), len(wave)]
+    runs = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    if any(run.stop - run.start < MIN_GOOD_PIXELS for run in runs):
+        return None
+    runs = sorted(runs, key=lambda run: wave[run.start])
+    covered, overlapping = -np.inf, 0
+    for run in runs:
+        overlapping += int(np.count_nonzero(wave[run] <= covered))
+        covered = max(covered, wave[run.stop - 1])
+    if overlapping == 0:
+        return None
+    # The same wavelengths again are the same spectrum pasted twice, not a second arm.
+    repeated = wave.size - np.unique(wave).size
+    return None if 2 * repeated > overlapping else runs
+
+
 def _one_spectrum(table: Table, roles: dict[str, str], row: int | None, source: Source,
                   settings: dict[str, Any]) -> Spectrum:
+    spectra = _spectra(table, roles, row, source, settings)
+    if len(spectra) > 1:
+        raise SpectrumError(
+            f"the row holds {len(spectra)} overlapping wavelength runs (arms or orders); "
+            "store one spectrum per row"
+        )
+    return spectra[0]
+
+
+def _spectra(table: Table, roles: dict[str, str], row: int | None, source: Source,
+             settings: dict[str, Any]) -> list[Spectrum]:
+    """The spectrum of a table (or of one row); several when it holds overlapping arms."""
     def column(role: str) -> np.ndarray | None:
         if role not in roles:
             return None
@@ -493,6 +549,15 @@ def _one_spectrum(table: Table, roles: dict[str, str], row: int | None, source: 
     if settings["medium"] == "air":
         wave = air_to_vacuum(wave)
 
+    arms = _overlapping_runs(wave) if wave.size > 1 else None
+    if arms:
+        note = (f"the table holds {len(arms)} overlapping wavelength runs (arms or orders), "
+                "read as separate spectra in order of wavelength")
+        return [
+            _finish(wave[run], flux[run], None if ivar is None else ivar[run], mask[run],
+                    {**meta, "arm": number, "n_arms": len(arms), "wave_split": note}, settings)
+            for number, run in enumerate(arms)
+        ]
     if wave.size > 1 and not np.all(np.diff(wave) > 0):
         order = np.argsort(wave, kind="stable")
         wave, flux, mask = wave[order], flux[order], mask[order]
@@ -506,7 +571,10 @@ def _one_spectrum(table: Table, roles: dict[str, str], row: int | None, source: 
                 "or spectra, split them into separate files"
             )
         meta["wave_sorted"] = "rows were not in wavelength order; sorted by wavelength"
+    return [_finish(wave, flux, ivar, mask, meta, settings)]
 
+
+def _finish(wave, flux, ivar, mask, meta: dict, settings: dict[str, Any]) -> Spectrum:
     if ivar is None:
         good = np.isfinite(flux) & ~mask
         ivar = estimate_ivar(flux, good)
@@ -547,7 +615,7 @@ def spectra_from_table(table: Table, source: Source) -> list[Spectrum]:
     settings = {"factor": factor, "medium": medium, "survey": _survey(table, options), "meta": meta}
 
     if wave_values.ndim == 1:
-        return [_one_spectrum(table, roles, None, source, settings)]
+        return _spectra(table, roles, None, source, settings)
     if wave_values.ndim != 2 or np.asarray(table.columns[roles["flux"]]).shape != wave_values.shape:
         raise SpectrumError(
             f"array columns {wave_name!r} and {roles['flux']!r} have different shapes "
@@ -575,7 +643,7 @@ def _split_fields(line: str, delimiter: str | None) -> list[str]:
     fields: list[str] = []
     for token in line.split():
         # "wavelength (nm)" is one column name, not two
-        if fields and re.fullmatch(r"[\(\[\{].*[\)\]\}]", token):
+        if fields and len(token) > 1 and token[0] in "([{" and token[-1] in ")]}":
             fields[-1] += " " + token
         else:
             fields.append(token)
@@ -598,7 +666,8 @@ def _delimiter(line: str) -> str | None:
 
 
 def _looks_tabular(text: str) -> bool:
-    lines = [ln for ln in text.splitlines()[:200] if ln.strip() and not ln.lstrip().startswith("#")]
+    head = text[: 1 << 20].splitlines()[:200]
+    lines = [ln for ln in head if ln.strip() and not ln.lstrip().startswith("#")]
     for line in lines[:20]:
         delimiter = _delimiter(line)
         if delimiter == ";":
@@ -614,12 +683,19 @@ def _text_table(source: Source) -> Table:
 
     text = source.text or ""
     lines = text.splitlines()
-    comments = [ln.strip().lstrip("#").strip() for ln in lines if ln.strip().startswith("#")]
+    comments = [ln.strip().lstrip("#").strip()[:MAX_COMMENT] for ln in lines
+                if ln.strip().startswith("#")]
     body = [ln for ln in lines if ln.strip() and not ln.strip().startswith("#")]
     if not body:
         raise SpectrumError("the text file holds only comments or blank lines, no table rows")
+    _check_rows(len(body) - 1, source)
     delimiter = _delimiter(body[0]) if len(body) == 1 else (_delimiter(body[1]) or _delimiter(body[0]))
     first = _split_fields(body[0], delimiter)
+    if len(first) > source.limits.max_columns:
+        raise SpectrumError(
+            f"the table has {len(first):,} columns, over the {source.limits.max_columns:,} spectok "
+            "reads; a spectrum table needs a wavelength, a flux and perhaps an error column"
+        )
     header: list[str] | None = None
     if not all(_is_number(f) for f in first if f):
         header, body = first, body[1:]
@@ -677,13 +753,19 @@ def _text_table(source: Source) -> Table:
     for comment in comments:
         match = KEYWORD_LINE.match(comment)
         if match:
-            keywords.setdefault(match.group(1).upper(), match.group(2).strip().strip("'\""))
+            value = comment[match.end():].strip().strip("'\"")
+            keywords.setdefault(match.group(1).upper(), value)
     return Table(columns, {}, keywords, comments, "text table")
 
 
 def _ecsv_table(source: Source) -> Table:
     from astropy.table import Table as AstropyTable
 
+    text = source.text or ""
+    n_header = sum(1 for line in text[: 1 << 24].splitlines() if line.startswith("#"))
+    if n_header > source.limits.max_header_cards:
+        raise SpectrumError(f"the ECSV header has more than {source.limits.max_header_cards:,} "
+                            "lines; that is no spectrum table spectok reads")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -702,8 +784,18 @@ def _ecsv_table(source: Source) -> Table:
         if column.unit is not None:
             units[name] = column.unit.to_string()
     keywords = {str(k).upper(): v for k, v in table.meta.items() if plain(v) is not None}
-    comments = [str(c) for c in table.meta.get("comments", [])]
+    comments = [str(c)[:MAX_COMMENT] for c in table.meta.get("comments", [])]
     return Table(columns, units, keywords, comments, "ECSV table")
+
+
+def _check_rows(n_rows: int, source: Source) -> None:
+    """A text table holds one pixel per row: more rows than the pixel limit are refused."""
+    if n_rows > source.limits.max_pixels:
+        raise SpectrumError(
+            f"the table has about {n_rows:,} rows, one per pixel: over the "
+            f"{source.limits.max_pixels:,} limit on the pixels of one spectrum; split it, or raise "
+            "the limit with max_pixels= or SPECTOK_MAX_PIXELS"
+        )
 
 
 def _identify_text(source: Source) -> bool:
@@ -718,6 +810,8 @@ def _identify_text(source: Source) -> bool:
 )
 def read_text_table(source: Source) -> list[Spectrum]:
     text = source.text or ""
+    # Count lines before anything is split or parsed: a bomb of rows stops here.
+    _check_rows(max(text.count("\n"), text.count("\r")) - source.limits.max_header_cards, source)
     table = _ecsv_table(source) if text.lstrip().startswith("# %ECSV") else _text_table(source)
     return spectra_from_table(table, source)
 

@@ -1,0 +1,227 @@
+"""Reading untrusted bytes in a worker process with memory and CPU-time limits.
+
+The readers bound every size they can see, but the parsers under them (HDF5,
+astropy's decompression, zlib) are C code: a crafted file could still crash
+one. :func:`read_isolated` runs :func:`read_spectra` in a fresh worker process
+(``python -m spectok_core.io.sandbox``) that imports the readers, then sets
+RLIMIT_AS and RLIMIT_CPU on itself, and only then reads the bytes from its
+stdin. A segfault, a memory bomb or an endless loop costs that worker only, and
+the caller gets a :class:`SpectrumError` saying what happened.
+
+The answer comes back on the worker's stdout as a .npz of plain arrays plus
+JSON (never a pickle), checked on arrival like any file: a worker that a
+crafted file took over cannot send anything the server would execute.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..spectrum import Spectrum, SpectrumError
+from .source import Limits, _env_int, safe_name
+
+#: Memory a worker may add to what it maps once the readers are imported (SPECTOK_WORKER_MEMORY_MB).
+MEMORY_MB = 2048
+#: CPU seconds a worker may use (SPECTOK_WORKER_CPU_S); wall-clock time is bounded at twice this.
+CPU_SECONDS = 30
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("spectok.sandbox")
+
+
+def _mapped_bytes() -> int:
+    """The address space this process maps now (Linux /proc; 0 where unknown)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _limit_self(memory_mb: int, cpu_seconds: int, output_bytes: int) -> None:
+    try:
+        import resource
+    except ImportError:  # not POSIX: no limits, the worker still isolates a crash
+        return
+    memory = _mapped_bytes() + memory_mb * 2**20
+    for name, value in (("RLIMIT_AS", memory), ("RLIMIT_CPU", cpu_seconds), ("RLIMIT_CORE", 0),
+                        ("RLIMIT_FSIZE", output_bytes)):
+        limit = getattr(resource, name, None)
+        if limit is None:
+            continue
+        soft, hard = resource.getrlimit(limit)
+        hard_value = value + 1 if name == "RLIMIT_CPU" else value
+        if hard != resource.RLIM_INFINITY:
+            value, hard_value = min(value, hard), min(hard_value, hard)
+        try:
+            resource.setrlimit(limit, (value, hard_value))
+        except (ValueError, OSError):
+            pass
+
+
+# -- the worker's answer: plain arrays and JSON ------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def encode(spectra) -> bytes:
+    """Spectra (and the list's ``problems``) as .npz bytes: concatenated arrays plus JSON."""
+    spectra_list = list(spectra)
+    arrays = {
+        "lengths": np.array([len(s) for s in spectra_list], np.int64),
+        "wave": np.concatenate([s.wave for s in spectra_list] or [np.zeros(0)]),
+        "flux": np.concatenate([s.flux for s in spectra_list] or [np.zeros(0, np.float32)]),
+        "ivar": np.concatenate([s.ivar for s in spectra_list] or [np.zeros(0, np.float32)]),
+        "mask": np.concatenate([s.mask for s in spectra_list] or [np.zeros(0, bool)]),
+    }
+    records = [{"survey": s.survey, "meta": s.meta} for s in spectra_list]
+    text = json.dumps({"spectra": records, "problems": list(getattr(spectra, "problems", []))},
+                      default=_plain)
+    arrays["info"] = np.frombuffer(text.encode("utf-8"), np.uint8)
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
+
+
+def decode(data: bytes, limits: Limits):
+    """The SpectrumList of :func:`encode`'s bytes, every spectrum validated again."""
+    from . import SpectrumList
+    from .guard import read_npz
+
+    arrays = read_npz(data, Limits(max_bytes=4 * len(data) + 2**20), "<worker answer>")
+    info = json.loads(bytes(arrays["info"]).decode("utf-8"))
+    lengths = arrays["lengths"]
+    if len(lengths) != len(info["spectra"]) or np.any(lengths < 0) or \
+            any(len(arrays[k]) != int(lengths.sum()) for k in ("wave", "flux", "ivar", "mask")):
+        raise SpectrumError("the arrays and the spectrum list disagree")
+    ends = np.cumsum(lengths)
+    spectra = []
+    for record, end, n in zip(info["spectra"], ends, lengths):
+        part = slice(int(end - n), int(end))
+        if n > limits.max_pixels:
+            raise SpectrumError(f"a spectrum of {n:,} pixels is over the limit")
+        spectra.append(Spectrum(arrays["wave"][part], arrays["flux"][part], arrays["ivar"][part],
+                                arrays["mask"][part], str(record["survey"]), dict(record["meta"])))
+    return SpectrumList(spectra, [str(p) for p in info["problems"]])
+
+
+def _split_options(options: dict) -> tuple[dict, dict[str, bytes]]:
+    plain, blobs = {}, {}
+    for key, value in options.items():
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            blobs[key] = bytes(value)
+        else:
+            json.dumps(value)  # a TypeError here: an option the worker cannot be given
+            plain[key] = value
+    return plain, blobs
+
+
+def _worker_main() -> int:
+    """``python -m spectok_core.io.sandbox``: one request on stdin, one answer on stdout."""
+    from . import read_spectra
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    request = json.loads(stdin.readline())
+    _limit_self(int(request["memory_mb"]), int(request["cpu_seconds"]), int(request["max_answer"]))
+    name = request["name"]
+    try:
+        data = stdin.read(int(request["size"]))
+        options = dict(request["options"])
+        for key, size in request["blobs"]:
+            options[key] = stdin.read(int(size))
+        if request.get("crash_test"):  # tests: a reader that dies as a C parser might
+            os.kill(os.getpid(), signal.SIGSEGV)
+        answer = b"ok" + encode(read_spectra(data, name=name, **options))
+    except SpectrumError as err:
+        answer = b"er" + str(err).encode("utf-8", "replace")
+    except MemoryError:
+        answer = b"er" + (f"{name}: reading it needed more than the {request['memory_mb']} MB a "
+                          "worker may use; the file is too large or crafted to expand").encode()
+    except Exception as err:  # noqa: BLE001 - the worker reports anything, then ends
+        answer = b"er" + f"{name}: could not be read ({type(err).__name__}: {err})".encode()
+    stdout.write(answer)
+    stdout.flush()
+    return 0
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def read_isolated(data: bytes, name: str = "<upload>", *, memory_mb: int | None = None,
+                  cpu_seconds: int | None = None, _crash_test: bool = False, **options):
+    """:func:`read_spectra` of ``data`` in a limited worker process; the same SpectrumList back.
+
+    ``memory_mb`` and ``cpu_seconds`` default to SPECTOK_WORKER_MEMORY_MB and
+    SPECTOK_WORKER_CPU_S (2048 MB, 30 s). Whatever goes wrong in the worker,
+    including a crash, comes back as a SpectrumError naming the file; nothing of
+    the failed read stays in this process. Bytes-valued options (a DESI
+    ``redshift_catalog``) travel with the data.
+    """
+    name = safe_name(name)
+    limits = Limits.from_env()
+    memory_mb = memory_mb or _env_int("SPECTOK_WORKER_MEMORY_MB", MEMORY_MB)
+    cpu_seconds = cpu_seconds or _env_int("SPECTOK_WORKER_CPU_S", CPU_SECONDS)
+    plain, blobs = _split_options(options)
+    request = {"name": name, "size": len(data), "options": plain, "memory_mb": memory_mb,
+               "cpu_seconds": cpu_seconds, "blobs": [[k, len(v)] for k, v in blobs.items()],
+               "crash_test": _crash_test, "max_answer": 8 * limits.max_bytes + 2**20}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    payload = json.dumps(request).encode() + b"\n" + bytes(data) + b"".join(blobs.values())
+    # Output goes to files the worker cannot grow past RLIMIT_FSIZE, never into our memory unread.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            code = subprocess.run([sys.executable, "-m", "spectok_core.io.sandbox"], input=payload,
+                                  stdout=out, stderr=err, env=env,
+                                  timeout=2 * cpu_seconds + 10).returncode
+        except subprocess.TimeoutExpired:
+            raise SpectrumError(f"{name}: reading it took more than {2 * cpu_seconds + 10} s and "
+                                "was stopped; the file is too large or crafted to be slow") from None
+        if os.fstat(out.fileno()).st_size > request["max_answer"]:
+            raise SpectrumError(f"{name}: the reader's answer is too large; the file may be crafted")
+        out.seek(0)
+        answer = out.read()
+        if code != 0:
+            err.seek(max(0, os.fstat(err.fileno()).st_size - 2000))
+            log.warning("the reader worker for %s ended with %s: %s", name, code,
+                        err.read().decode("utf-8", "replace"))
+    if code != 0 or answer[:2] not in (b"ok", b"er"):
+        if code in (-signal.SIGXCPU, -signal.SIGKILL):
+            raise SpectrumError(f"{name}: reading it took more than {cpu_seconds} s of CPU time "
+                                "and was stopped; the file is too large or crafted to be slow")
+        what = _signal_name(code) if code < 0 else f"exit status {code}"
+        raise SpectrumError(f"{name}: the file crashed the reader ({what}); it is damaged or "
+                            "crafted. The server is fine; check the file or try another")
+    if answer[:2] == b"er":
+        raise SpectrumError(answer[2:].decode("utf-8", "replace"))
+    try:
+        return decode(answer[2:], limits)
+    except (SpectrumError, KeyError, ValueError, TypeError) as err:
+        raise SpectrumError(f"{name}: the reader's answer was malformed ({str(err)[:100]}); "
+                            "the file may be crafted") from None
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())
