@@ -94,7 +94,7 @@ def guard(body: Callable[[], None], title: str = "") -> None:
         )
 
 
-def show_read_error(err: SpectrumError, name: str) -> None:
+def show_read_error(err: SpectrumError | str, name: str) -> None:
     """What was wrong with a file, and (folded) which formats work."""
     message, _ = explore.split_error(err)
     message = message.removeprefix(f"{name}: ")
@@ -146,17 +146,19 @@ def _read_uploaded(uploaded: list) -> list | None:
         limit = explore.upload_limit_bytes()
         too_big = [u for u in uploaded if u.size > limit]
         if too_big:
-            result = SpectrumError(f"{too_big[0].name} is {too_big[0].size / 2**20:.1f} MB, over "
-                                   f"the {limit / 2**20:.0f} MB limit; upload a single spectrum file")
+            result = (f"{too_big[0].name} is {too_big[0].size / 2**20:.1f} MB, over "
+                      f"the {limit / 2**20:.0f} MB limit; upload a single spectrum file")
         else:
             try:
                 result = explore.read_uploads([(u.getvalue(), u.name) for u in uploaded])
             except SpectrumError as err:
-                result = err
+                # Only the text is kept: the exception's context and frames would keep alive
+                # whatever the failed read allocated.
+                result = str(err)
         cache.clear()  # keep only the latest upload in memory
         cache[key] = result
     result = cache[key]
-    if isinstance(result, SpectrumError):
+    if isinstance(result, str):
         show_read_error(result, names)
         return None
     return result

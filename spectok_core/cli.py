@@ -269,6 +269,7 @@ def app_launch(args: argparse.Namespace) -> tuple[list[str], dict[str, str], Pat
     root goes on PYTHONPATH and model/index paths are made absolute, so both
     still resolve from there.
     """
+    import logging
     import os
 
     from .io.source import Limits
@@ -289,9 +290,14 @@ def app_launch(args: argparse.Namespace) -> tuple[list[str], dict[str, str], Pat
         sys.executable, "-m", "streamlit", "run", str(home),
         "--server.port", str(args.port), "--server.maxUploadSize", str(upload_mb),
         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal",
+        "--client.showErrorDetails", "false",
+        "--server.address", args.address or "127.0.0.1",
     ]
-    if args.address:
-        command += ["--server.address", args.address]
+    if args.address and args.address not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("spectok.app").warning(
+            "the app listens on %s: anyone who can reach this address can upload files and "
+            "use the server, and there is no login. Put it behind an authenticating proxy, "
+            "or leave out --address to listen on 127.0.0.1 only", args.address)
     if args.headless:
         command += ["--server.headless", "true"]
     return command, env, home.parent
@@ -489,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model/--index, else $SPECTOK_MODEL/$SPECTOK_INDEX, else the shipped ones.",
     )
     p.add_argument("--port", type=int, default=8501, help="port to serve on (default 8501)")
-    p.add_argument("--address", default=None, help="address to bind (default: Streamlit's)")
+    p.add_argument("--address", default=None,
+                   help="address to bind (default 127.0.0.1, this machine only; e.g. 0.0.0.0 "
+                        "opens the app to the network, without a login)")
     p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
     p.add_argument("--index", default=None, help="index folder (default: the shipped indexes/demo)")

@@ -130,9 +130,15 @@ def upload_limit_bytes() -> int:
     return Limits.from_env().max_bytes
 
 
-def read_upload(data: bytes, name: str, **options):
-    """Spectra from uploaded bytes; too large or empty files raise SpectrumError."""
+def read_upload(data: bytes, name: str, *, isolated: bool = True, **options):
+    """Spectra from uploaded bytes; too large or empty files raise SpectrumError.
+
+    ``isolated``: parse in a worker process with memory and CPU-time limits
+    (:func:`spectok_core.io.sandbox.read_isolated`), so that a crafted file that
+    crashes or floods a parser costs that worker, not the server.
+    """
     from .io import read_spectra
+    from .io.sandbox import read_isolated
 
     limit = upload_limit_bytes()
     if len(data) > limit:
@@ -142,6 +148,8 @@ def read_upload(data: bytes, name: str, **options):
         )
     if not data:
         raise SpectrumError(f"{name} is empty (0 bytes); upload a spectrum file")
+    if isolated:
+        return read_isolated(bytes(data), name, **options)
     return read_spectra(bytes(data), name=name, **options)
 
 

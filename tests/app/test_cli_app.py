@@ -45,3 +45,26 @@ def test_upload_limit_follows_the_environment(monkeypatch):
 def test_streamlit_config_limits_uploads_to_200_mb():
     text = Path(APP / ".streamlit" / "config.toml").read_text()
     assert "maxUploadSize = 200" in text and "gatherUsageStats = false" in text
+
+
+def test_app_listens_on_localhost_without_error_details(caplog):
+    args = build_parser().parse_args(["app", "--headless"])
+    with caplog.at_level("WARNING", logger="spectok.app"):
+        command, _, _ = app_launch(args)
+    flags = dict(zip(command[5::2], command[6::2]))
+    assert flags["--server.address"] == "127.0.0.1"
+    assert flags["--client.showErrorDetails"] == "false"
+    assert not caplog.records
+    import tomllib
+
+    config = tomllib.loads(Path(APP / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert config["client"]["showErrorDetails"] is False
+
+
+def test_app_address_opens_it_up_with_a_warning(caplog):
+    args = build_parser().parse_args(["app", "--headless", "--address", "0.0.0.0"])
+    with caplog.at_level("WARNING", logger="spectok.app"):
+        command, _, _ = app_launch(args)
+    assert command[command.index("--server.address") + 1] == "0.0.0.0"
+    assert any("0.0.0.0" in r.getMessage() and "no login" in r.getMessage() for r in caplog.records)
