@@ -217,6 +217,16 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_verify(args: argparse.Namespace) -> int:
+    from .index_check import verify
+
+    report = verify(Path(args.index) if args.index else None)
+    print(f"index {report['path']}: {report['n']:,} spectra; {report['files']} files "
+          f"({report['bytes'] / 2**20:.1f} MB) match their sha256, headers, offsets and finite "
+          "embeddings")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -465,6 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-umap", action="store_true", help="a PCA map instead of UMAP (fast)")
     p.set_defaults(func=cmd_index_build)
+    p = index.add_parser(
+        "verify",
+        help="check every file of an index against its manifest (sha256), in full",
+        description="Hash every file of an index folder and compare with the manifest, then check "
+        "array headers, display offsets and that every embedding is finite. `load` does all "
+        "this itself for indexes up to 256 MB; run this for larger ones, e.g. after a copy.",
+    )
+    p.add_argument("index", nargs="?", default=None, help="index folder (default: the shipped indexes/demo)")
+    p.set_defaults(func=cmd_index_verify)
 
     p = sub.add_parser(
         "search",

@@ -16,7 +16,9 @@ corpus (which may be gigabytes, or on another machine)::
     display/mask.npy     bad-pixel masks, bit-packed, one byte-aligned run per spectrum
     display/wave.npy     float32 wavelengths of the irregular grids only (SpeX prism, ...)
 
-Nothing here is a pickle: the index can come from anyone. This module reads index
+Nothing here is a pickle: the index can come from anyone, so it is checked before use
+(:mod:`spectok_core.index_check`: manifest fields, sha256 of every file, array headers,
+display offsets, finite embeddings). This module reads index
 folders (search, filters, display copies, placing new spectra on the map);
 :mod:`spectok_core.index_build` writes them, resumably and atomically.
 """
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .index_check import check_arrays, check_files, check_manifest
 from .spectrum import Spectrum, SpectrumError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -299,7 +302,7 @@ class SpectrumIndex:
     PLACE_METHOD = "neighbours"
     PLACE_NEIGHBOURS = 5
 
-    def __init__(self, path: Path, manifest: dict, index, tokenizer=None):
+    def __init__(self, path: Path, manifest: dict, index, tokenizer=None, verify: bool | None = None):
         self.path = Path(path)
         self.manifest = manifest
         self.tokenizer = tokenizer
@@ -321,6 +324,7 @@ class SpectrumIndex:
         if wrong:
             raise SpectrumError(f"index {self.path} is inconsistent: manifest says {n} spectra, but "
                                 f"{wrong}; {_rebuild_hint(self.path)}")
+        check_arrays(self, finite=verify or None)
 
     # -- making and opening ----------------------------------------------------------------
 
@@ -345,7 +349,7 @@ class SpectrumIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, tokenizer=None, *,
-             check_model: bool = True) -> SpectrumIndex:
+             check_model: bool = True, verify: bool | None = None) -> SpectrumIndex:
         """Open an index folder (default: the shipped ``indexes/demo``).
 
         ``tokenizer``: the model queries will be embedded with — a Tokenizer, a
@@ -353,6 +357,11 @@ class SpectrumIndex:
         whose weights differ from those that built it: their embeddings would
         not be comparable. ``tokenizer=False`` or ``check_model=False`` skips the
         model (to browse an index without loading one).
+
+        Every file is checked against the sha256 in the manifest, and the
+        embeddings for finiteness, when the index is at most
+        ``index_check.HASH_AT_LOAD`` (256 MB); larger ones get sizes, headers
+        and offsets only, unless ``verify=True`` (``spectok index verify``).
         """
         import faiss
 
@@ -375,17 +384,8 @@ class SpectrumIndex:
         if version != FORMAT_VERSION:
             raise SpectrumError(f"index {path} has format version {version!r}; this spectok reads "
                                 f"version {FORMAT_VERSION}: {_rebuild_hint(path)}")
-        required = ("n", "dimension", "weights_hash", "files", "factory", "map", "metric")
-        missing = [k for k in required if k not in manifest]
-        if missing:
-            raise SpectrumError(f"{manifest_path} lacks {missing}; {_rebuild_hint(path)}")
-        for name, size in manifest["files"].items():
-            file = path / name
-            if not file.is_file():
-                raise SpectrumError(f"index {path} is missing {name}; {_rebuild_hint(path)}")
-            if file.stat().st_size != size:
-                raise SpectrumError(f"index file {file} has {file.stat().st_size} bytes, the manifest "
-                                    f"says {size}: it is truncated or damaged; {_rebuild_hint(path)}")
+        check_manifest(path, manifest, DATA_FILES, manifest_path)
+        check_files(path, manifest, full=verify or None)
         if tokenizer is not False and check_model:
             tokenizer = _resolve_tokenizer(tokenizer)
             _check_model(path, manifest, tokenizer)
@@ -401,7 +401,9 @@ class SpectrumIndex:
             if name in ("efSearch", "nprobe"):
                 space.set_index_parameter(index, name, value)
         try:
-            return cls(path, manifest, index, tokenizer)
+            return cls(path, manifest, index, tokenizer, verify=verify)
+        except SpectrumError:
+            raise
         except (OSError, ValueError) as err:
             raise SpectrumError(f"index {path} cannot be read ({str(err)[:100]}); "
                                 f"{_rebuild_hint(path)}") from None
@@ -489,7 +491,13 @@ class SpectrumIndex:
         return np.ascontiguousarray(queries / norms)
 
     def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._index.search(queries, min(k, len(self)))
+        sims, found = self._index.search(queries, min(k, len(self)))
+        # Unit vectors: a similarity beyond 1 is a damaged index.faiss (too large to hash at load).
+        if sims.size and not np.all(np.abs(sims[found >= 0]) <= 1.01):
+            raise SpectrumError(f"{self.path / 'index.faiss'} gives similarities beyond 1: it is "
+                                f"damaged. Check it with `spectok index verify {self.path}`; "
+                                f"{_rebuild_hint(self.path)}")
+        return sims, found
 
     def _search_subset(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the selected rows only (numpy; the subset is small)."""

@@ -16,9 +16,11 @@ import os
 import shutil
 import sys
 import time
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from .index import (
     select_demo,
     select_rows,
 )
+from .index_check import file_records
 from .spectrum import Spectrum, SpectrumError
 
 EXACT_LIMIT = 200_000  # up to this many vectors the index is exact (IndexFlatIP)
@@ -226,8 +229,13 @@ def _embed_chunk(corpus: Path, plan: pd.DataFrame, tokenizer, batch_size: int,
             "surveys": np.array([s.survey for s in spectra], dtype="U32"), **display}
 
 
+def _part(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process picks."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+
+
 def _save_npz(path: Path, arrays: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
+    tmp = _part(path)
     with open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
     os.replace(tmp, path)
@@ -235,7 +243,7 @@ def _save_npz(path: Path, arrays: dict) -> None:
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
+    tmp = _part(path)
     with open(tmp, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
     os.replace(tmp, path)
@@ -405,7 +413,7 @@ def _plan_key(plan: pd.DataFrame, corpus_hash: str, weights_hash: str) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".part")
+    tmp = _part(path)
     tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
     os.replace(tmp, path)
 
@@ -469,10 +477,55 @@ def _swap_into_place(stage: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def build_lock(out: Path):
+    """An exclusive lock on building ``out`` (``.NAME.lock`` beside it), or a SpectrumError.
+
+    Two builds into one folder would share its work folder; the second stops at once
+    and says so. The lock is the operating system's (flock), so it ends with the
+    process that held it, however that process ends.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out.parent / f".{out.name}.lock"
+    handle = open(lock_path, "a+")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # Windows
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError:
+        handle.close()
+        raise SpectrumError(
+            f"another `spectok index build` is writing {out} (it holds {lock_path}); wait for it "
+            "to finish, or choose another --out"
+        ) from None
+    try:
+        yield lock_path
+    finally:
+        handle.close()  # releases the lock; the empty lock file stays, so no build races its removal
+
+
 def build(corpus: str | os.PathLike, out: str | os.PathLike, tokenizer=None, *,
           factory: str | None = None, batch_size: int = 64, where: Mapping[str, Any] | None = None,
           max_spectra: int | None = None, progress: bool = True, umap: bool = True) -> SpectrumIndex:
-    """Embed a corpus and write an index folder at ``out``; see :meth:`SpectrumIndex.build`."""
+    """Embed a corpus and write an index folder at ``out``; see :meth:`SpectrumIndex.build`.
+
+    Holds :func:`build_lock` on ``out`` throughout: a second build into the same
+    folder stops with a SpectrumError instead of sharing the work folder.
+    """
+    out = Path(out)
+    with build_lock(out):
+        return _build(corpus, out, tokenizer, factory=factory, batch_size=batch_size, where=where,
+                      max_spectra=max_spectra, progress=progress, umap=umap)
+
+
+def _build(corpus: str | os.PathLike, out: Path, tokenizer=None, *, factory: str | None,
+           batch_size: int, where: Mapping[str, Any] | None, max_spectra: int | None,
+           progress: bool, umap: bool) -> SpectrumIndex:
     import faiss
 
     from . import __version__
@@ -555,7 +608,7 @@ def build(corpus: str | os.PathLike, out: str | os.PathLike, tokenizer=None, *,
         "seconds": {**{k: round(v, 2) for k, v in timings.items()},
                     "write": round(time.perf_counter() - tick, 2),
                     "total": round(time.time() - start, 2)},
-        "files": {name: (stage / name).stat().st_size for name in files},
+        "files": file_records(stage, files),  # size and sha256: load checks both
     }
     _write_json(stage / "manifest.json", manifest)  # last: a folder without it is no index
     _swap_into_place(stage, out)

@@ -1,6 +1,7 @@
 """The search index: build -> load -> search, filters, refusals, crash safety, resume, map, CLI."""
 
 import json
+import re
 import shutil
 import sys
 
@@ -249,7 +250,7 @@ def test_interrupted_build_keeps_the_old_index_and_resumes(built, corpus_dir, to
     def old_index_intact():
         assert (out / "manifest.json").read_text() == old_manifest
         assert len(SpectrumIndex.load(out, tokenizer=tok)) == N_SPECTRA
-        assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.building", "idx"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.building", ".idx.lock", "idx"]
 
     monkeypatch.setattr(index_build, "_embed_chunk", crash_on_third)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -273,7 +274,7 @@ def test_interrupted_build_keeps_the_old_index_and_resumes(built, corpus_dir, to
     monkeypatch.setattr(index_build, "_embed_chunk", lambda *a, **k: (calls.append(1), embed_chunk(*a, **k))[1])
     new = build()
     assert calls == [] and len(new) == N_STARS and set(new.metadata["class"]) == {"STAR"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # work folder and old copy gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock", "idx"]  # work and old copy gone
     # The resumed embeddings are the ones a fresh embedding gives.
     original = read_spectra(corpus_dir / "real" / "gaia_xp" / "gaia_xp-0.h5")
     hits = new.search(tok.embed(original), k=1)
@@ -376,3 +377,131 @@ def test_cli_build_and_search(corpus_dir, model_dir, built, tmp_path, capsys):
     assert main(["search", str(query), "--index", str(built), "--out", str(tmp_path / "x.txt")]) == 1
     assert main(["search", str(query), "--which", "5", "--index", str(built), "--model", str(model_dir)]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+# -- an index is not trusted blindly (issue 11) --------------------------------------------------
+
+
+def _copy(built, tmp_path, name="copy"):
+    copy = tmp_path / name
+    shutil.copytree(built, copy)
+    return copy
+
+
+def test_tampered_index_files_are_refused_by_their_hashes(built, tmp_path):
+    copy = _copy(built, tmp_path)
+    data = bytearray((copy / "index.faiss").read_bytes())
+    data[-400:-200] = bytes(200)  # same size, other vectors
+    (copy / "index.faiss").write_bytes(bytes(data))
+    with pytest.raises(SpectrumError, match=r"index.faiss does not match the sha256"):
+        SpectrumIndex.load(copy, tokenizer=False)
+    copy = _copy(built, tmp_path, "shuffled")
+    table = pd.read_parquet(copy / "metadata.parquet")
+    table.iloc[::-1].reset_index(drop=True).to_parquet(copy / "metadata.parquet", index=False)
+    with pytest.raises(SpectrumError, match=r"metadata.parquet (does not match the sha256|has \d+ bytes)"):
+        SpectrumIndex.load(copy, tokenizer=False)
+
+
+def test_large_indexes_check_sizes_at_load_and_verify_hashes_in_full(built, tmp_path, monkeypatch):
+    from spectok_core import index_check
+
+    copy = _copy(built, tmp_path)
+    index = SpectrumIndex.load(copy, tokenizer=False)
+    query = index.embedding(0)
+    data = bytearray((copy / "index.faiss").read_bytes())
+    at = len(data) - 8 * index.dimension * 4  # in the flat vectors, which end the file
+    data[at : at + 64] = np.full(16, 3e37, np.float32).tobytes()  # "similarities around 6e37"
+    (copy / "index.faiss").write_bytes(bytes(data))
+    monkeypatch.setattr(index_check, "HASH_AT_LOAD", 0)  # as if it were too large to hash
+    damaged = SpectrumIndex.load(copy, tokenizer=False)
+    with pytest.raises(SpectrumError, match="similarities beyond 1.*spectok index verify"):
+        damaged.search(query, k=N_SPECTRA)
+    with pytest.raises(SpectrumError, match="does not match the sha256"):
+        index_check.verify(copy)
+    assert main(["index", "verify", str(copy)]) == 1
+    assert main(["index", "verify", str(built)]) == 0
+
+
+def test_rows_pointing_outside_their_files_are_refused(built, tmp_path):
+    from spectok_core.index_check import record_hashes
+
+    copy = _copy(built, tmp_path)
+    rows = np.load(copy / "display" / "rows.npy")
+    rows["n_pixels"][3] = 1_000_000_000  # a display read of 8 GB
+    np.save(copy / "display" / "rows.npy", rows)
+    with pytest.raises(SpectrumError, match="rows.npy does not match the sha256"):
+        SpectrumIndex.load(copy, tokenizer=False)
+    record_hashes(copy)  # even with a manifest that vouches for the edit
+    with pytest.raises(SpectrumError, match=r"rows.npy: row 3 points to a pixel count out of range"):
+        SpectrumIndex.load(copy, tokenizer=False)
+    rows["n_pixels"][3] = rows["n_pixels"][4]
+    rows["flux_offset"][3] = 10**12
+    np.save(copy / "display" / "rows.npy", rows)
+    record_hashes(copy)
+    with pytest.raises(SpectrumError, match=r"row 3 points to flux beyond display/flux.npy"):
+        SpectrumIndex.load(copy, tokenizer=False)
+
+
+def test_non_finite_embeddings_are_refused(built, tmp_path):
+    from spectok_core.index_check import record_hashes
+
+    copy = _copy(built, tmp_path)
+    embeddings = np.load(copy / "embeddings.npy")
+    embeddings[5, 7] = np.nan
+    np.save(copy / "embeddings.npy", embeddings)
+    record_hashes(copy)
+    with pytest.raises(SpectrumError, match="embeddings.npy holds NaN or infinite"):
+        SpectrumIndex.load(copy, tokenizer=False)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"files": []}, "files"), ({"n": "44"}, "n"), ({"dimension": -3}, "dimension"),
+    ({"map": {"method": "umap", "a": "x", "b": 1.0}}, "map.a"),
+    ({"search_params": {"efSearch": 0}}, "search_params"),
+    ({"files": {"../../etc/passwd": {"bytes": 1, "sha256": "0" * 64}}}, "files"),
+])
+def test_a_manifest_of_the_wrong_structure_names_the_field(built, tmp_path, change, field):
+    copy = _copy(built, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, **change}))
+    with pytest.raises(SpectrumError, match=rf"field '{re.escape(field)}'"):
+        SpectrumIndex.load(copy, tokenizer=False)
+
+
+def test_a_manifest_without_hashes_is_refused(built, tmp_path):
+    copy = _copy(built, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"] = {name: record["bytes"] for name, record in manifest["files"].items()}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SpectrumError, match="older spectok records sizes only"):
+        SpectrumIndex.load(copy, tokenizer=False)
+
+
+def test_the_shipped_demo_index_records_and_passes_its_hashes():
+    manifest = json.loads((index_module.DEFAULT_INDEX / "manifest.json").read_text())
+    assert all(len(record["sha256"]) == 64 for record in manifest["files"].values())
+    assert len(SpectrumIndex.load(tokenizer=False)) == manifest["n"]
+
+
+def test_a_second_build_into_the_same_folder_stops(corpus_dir, tok, tmp_path):
+    import subprocess
+
+    out = tmp_path / "idx"
+    holder = subprocess.Popen(  # another process building into the same --out
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from spectok_core.index_build import build_lock\n"
+         f"with build_lock(Path({str(out)!r})):\n    print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SpectrumError, match=r"another `spectok index build` is writing .*idx"):
+            SpectrumIndex.build(corpus_dir, out, tok, where={"survey": "miles"}, progress=False,
+                                umap=False)
+        assert not out.exists() and not (tmp_path / ".idx.building").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    built = SpectrumIndex.build(corpus_dir, out, tok, where={"survey": "miles"}, progress=False,
+                                umap=False)  # the lock died with its process
+    assert len(built) == 6
+    assert index_build._part(out / "a.npy") != index_build._part(out / "a.npy")
