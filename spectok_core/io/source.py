@@ -189,6 +189,14 @@ class Source:
         printable = sum(ch.isprintable() or ch in "\r\n\t" for ch in text[:65536])
         if printable < 0.95 * min(len(text), 65536):
             return None
+        # A text spectrum holds one pixel a line: count the lines before any reader splits them.
+        n_lines = max(text.count("\n"), text.count("\r"))
+        if n_lines > self.limits.max_pixels + self.limits.max_header_cards:
+            raise SpectrumError(
+                f"{self.name}: the text has {n_lines:,} lines, one pixel each: over the "
+                f"{self.limits.max_pixels:,} limit on the pixels of one spectrum; split it, or "
+                "raise the limit with max_pixels= or SPECTOK_MAX_PIXELS"
+            )
         return text
 
     @cached_property
