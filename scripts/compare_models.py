@@ -104,7 +104,7 @@ def main() -> None:
     for model_path in args.models:
         tok = Tokenizer.from_pretrained(model_path)
         t0 = time.time()
-        pooled = tok.mean_tokens(spectra).numpy()
+        pooled = tok.summaries(spectra).numpy()
         print(f"\n## {model_path}  (embedded {len(spectra)} in {time.time() - t0:.0f} s)")
         for shrink in args.shrink:
             embed = embedding(tok, pooled[at(calibration)], shrink)

@@ -13,6 +13,10 @@ from pathlib import Path
 
 from .spectrum import Spectrum, SpectrumError
 
+# The names of model.config.PRESETS, spelled out so that `spectok --help` does not load torch
+# (tests/test_cli.py checks that they agree).
+PRESET_NAMES = ("small", "small-tokens", "paper", "tiny")
+
 
 def _label_summary(spectrum: Spectrum) -> str:
     meta = spectrum.meta
@@ -182,9 +186,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         patch_tokens=args.patch_tokens, pair_every=args.pair_every,
         pair_cross=args.pair_cross, pair_contrastive=args.pair_contrastive,
         calibration_shrink=args.calibration_shrink, pair_min=args.pair_min,
+        view_render=args.view_render, view_contrastive=args.view_contrastive,
     )
     init = Path(args.init) if args.init else None
-    tok = train(Path(args.corpus), Path(args.out), args.config, cfg, device=args.device, init=init)
+    warm = Path(args.warm_start) if args.warm_start else None
+    tok = train(Path(args.corpus), Path(args.out), args.config, cfg, device=args.device, init=init,
+                warm_start=warm)
     print(f"weights written to {Path(args.out) / 'final'} (model id {tok.model_id})")
     return 0
 
@@ -407,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--corpus", required=True, help="corpus folder (from `spectok corpus build`)")
     p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--config", default="small", choices=["small", "paper", "tiny"])
+    p.add_argument("--config", default="small", choices=sorted(PRESET_NAMES),
+                   help="model size: small (CPU, latent bottleneck), paper (GPU), tiny (tests), "
+                   "small-tokens (the earlier design without latents)")
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -433,9 +442,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the embedding's PCA whitening, fitted after training, shrinks eigenvalues "
                    "by this x their mean; large values (100) only centre and rotate, which keeps "
                    "what the contrastive term aligned")
+    p.add_argument("--view-render", type=float, default=0.0,
+                   help="on every step, also render each spectrum from a view cropped to a sub-range "
+                   "of its patches (shape χ², this weight); models with latents only")
+    p.add_argument("--view-contrastive", type=float, default=0.0,
+                   help="weight of InfoNCE between a spectrum's full and cropped views")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start from this model folder's weights (continued training); "
                    "its config replaces --config")
+    p.add_argument("--warm-start", default=None, metavar="MODEL",
+                   help="new model of --config, starting from every weight of MODEL whose name and "
+                   "shape match (e.g. a latent model that keeps an earlier model's encoder)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

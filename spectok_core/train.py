@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .data.pairs import PairIndex, read_rows
 from .model import PRESETS, ModelConfig, Tokenizer
 from .model.batch import collate, prepare
-from .model.objective import PairWeights, objective, pair_objective
+from .model.objective import PairWeights, ViewWeights, objective, pair_objective
 from .spectrum import Spectrum, SpectrumError
 
 
@@ -55,6 +55,9 @@ class TrainConfig:
     pair_contrastive: float = 0.5  # weight of InfoNCE on the mean tokens
     pair_temperature: float = 0.1
     pair_min: int = 50  # instrument pairs with fewer same-object pairs are not used
+    # Cropped views on every shard step (models with latents only; 0: off).
+    view_render: float = 0.0  # render the whole spectrum from a cropped view (shape χ²)
+    view_contrastive: float = 0.0  # InfoNCE between the full and the cropped view
 
 
 class ShardRows:
@@ -131,12 +134,16 @@ def train(
     progress: bool = True,
     on_step: Callable[[int, dict], None] | None = None,
     init: Path | None = None,
+    warm_start: Path | None = None,
 ) -> Tokenizer:
     """Train (or resume) a model on ``corpus``; checkpoints and the loss log go to ``out``.
 
     ``init`` starts a new run from the weights of a saved model (its config
     replaces ``model_config``) with a fresh optimizer: continued training or
-    fine-tuning. A run that already has a checkpoint resumes from it instead.
+    fine-tuning. ``warm_start`` builds a model of ``model_config`` and copies into
+    it every weight of a saved model whose name and shape match (a new
+    architecture that keeps the old encoder). A run that already has a
+    checkpoint resumes from it instead.
     """
     out = Path(out)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -148,6 +155,9 @@ def train(
         model_config = tok.config
     else:
         tok = Tokenizer.from_config(model_config, seed=cfg.seed)
+        if warm_start is not None:
+            copied = copy_matching_weights(tok.model, Tokenizer.from_pretrained(warm_start).model)
+            print(f"warm start: {copied} of {len(tok.model.state_dict())} tensors copied from {warm_start}")
     model = tok.model.to(device).train()
     tok.device = torch.device(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -170,6 +180,9 @@ def train(
         pair_weights = PairWeights(cfg.pair_cross, cfg.pair_contrastive, cfg.pair_temperature)
         print(f"cross-survey pairs: {len(pairs)} in {len(pairs.pairs)} instrument pairs, every "
               f"{cfg.pair_every} steps")
+    views = None
+    if cfg.view_render > 0 or cfg.view_contrastive > 0:
+        views = ViewWeights(cfg.view_render, cfg.view_contrastive)
     log_path = out / "loss.csv"
     out.mkdir(parents=True, exist_ok=True)
     new_log = not log_path.exists()
@@ -199,7 +212,7 @@ def train(
             if pairs is not None and step % cfg.pair_every == cfg.pair_every - 1:
                 values = _pair_step(model, pairs, pair_weights, longest, rng, generator, cfg, model_config, device)
             else:
-                values = _shard_step(model, shards, weights, rng, generator, cfg, model_config, device)
+                values = _shard_step(model, shards, weights, rng, generator, cfg, model_config, device, views)
             if values is None:
                 step += 1
                 continue
@@ -230,8 +243,17 @@ def train(
     return tok
 
 
-def _shard_step(model, shards, weights, rng, generator, cfg: TrainConfig, config: ModelConfig, device):
-    """Backward pass on a batch from one shard; returns {survey: mean χ²/px} or None."""
+def copy_matching_weights(model: torch.nn.Module, source: torch.nn.Module) -> int:
+    """Copy every tensor of ``source`` whose name and shape ``model`` shares; returns how many."""
+    own = model.state_dict()
+    matching = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matching, strict=False)
+    return len(matching)
+
+
+def _shard_step(model, shards, weights, rng, generator, cfg: TrainConfig, config: ModelConfig, device,
+                views: ViewWeights | None = None):
+    """Backward pass on a batch from one shard; returns the logged values or None."""
     shard = shards[rng.choice(len(shards), p=weights)]
     n_patches = -(-shard.n_pixels // config.patch_size)
     size = int(np.clip(cfg.patch_tokens // n_patches, 4, cfg.batch_size))
@@ -240,9 +262,9 @@ def _shard_step(model, shards, weights, rng, generator, cfg: TrainConfig, config
     if not spectra:
         return None
     batch = collate([prepare(s, config) for s in spectra]).to(device)
-    loss, chi2 = objective(model, batch, generator=generator)
+    loss, chi2, parts = objective(model, batch, generator=generator, views=views)
     loss.backward()
-    return {shard.survey: float(chi2.mean())}
+    return {shard.survey: float(chi2.mean()), **{k: float(v) for k, v in parts.items()}}
 
 
 def _shard_stats(shards: list[ShardRows]) -> tuple[np.ndarray, dict[str, int]]:

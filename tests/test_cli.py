@@ -17,3 +17,10 @@ def test_inspect_writes_a_quicklook_png(tmp_path, capsys):
     image = matplotlib.image.imread(out)
     assert image.shape[1] == 1100 and image.shape[0] > 200  # 10 in wide at 110 dpi, one panel
     assert not list(out.parent.glob("*.part"))  # nothing half-written left behind
+
+
+def test_train_config_choices_are_the_model_presets():
+    from spectok_core.cli import PRESET_NAMES
+    from spectok_core.model.config import PRESETS
+
+    assert set(PRESET_NAMES) == set(PRESETS)

@@ -10,7 +10,7 @@ from spectok_core import Spectrum, SpectrumError, surveys
 from spectok_core.data.corpus import metadata
 from spectok_core.data.pairs import PairIndex, read_rows
 from spectok_core.io.mmu import write_mmu_shard
-from spectok_core.model import PRESETS, Tokenizer
+from spectok_core.model import PRESETS, ModelConfig, Tokenizer
 from spectok_core.train import TrainConfig, lr_at, open_corpus, train
 
 
@@ -53,7 +53,8 @@ def test_lr_schedule_warms_up_and_decays():
 def test_train_resume_matches_uninterrupted(tmp_path, pair_every):
     corpus = tiny_corpus(tmp_path / "corpus", same_objects=pair_every > 0)
     cfg = TrainConfig(steps=12, batch_size=4, warmup=2, checkpoint_every=6, log_every=1, seed=3,
-                      pair_every=pair_every, pair_batch=4, pair_min=5)
+                      pair_every=pair_every, pair_batch=4, pair_min=5,
+                      view_render=0.5 * (pair_every > 0), view_contrastive=0.5 * (pair_every > 0))
     straight = train(corpus, tmp_path / "a", PRESETS["tiny"], cfg, progress=False)
     # Interrupted at step 8 (last checkpoint at 6), then resumed to 12.
     def interrupt(step, running):
@@ -74,6 +75,7 @@ def test_train_resume_matches_uninterrupted(tmp_path, pair_every):
     surveys_logged = {line.split(",")[1] for line in log[1:]}
     assert ("pairs: InfoNCE" in surveys_logged) == (pair_every > 0)
     assert ("pairs: cross χ²" in surveys_logged) == (pair_every > 0)
+    assert ("crop: InfoNCE" in surveys_logged) == ("crop: render χ²" in surveys_logged) == (pair_every > 0)
 
 
 def test_pair_index_finds_same_object_pairs(tmp_path):
@@ -164,6 +166,20 @@ def test_cli_trains_with_pairs_and_continues(tmp_path, capsys):
     assert main(["train", *common, "--out", str(tmp_path / "b"), "--init", str(tmp_path / "a" / "final"),
                  "--steps", "2"]) == 0
     assert Tokenizer.from_pretrained(tmp_path / "b" / "final").config == PRESETS["tiny"]
+    # A latent model warm-started from a folder of the earlier design (no latents), with views.
+    assert main(["train", *common, "--out", str(tmp_path / "t"), "--config", "tiny", "--steps", "1"]) == 0
+    legacy = json.loads((tmp_path / "t" / "final" / "config.json").read_text())
+    legacy["n_latents"] = 0
+    (tmp_path / "t" / "final" / "config.json").write_text(json.dumps(legacy))
+    old = Tokenizer.from_config(ModelConfig(**legacy), seed=5)
+    old.save(tmp_path / "t" / "final")
+    assert main(["train", *common, "--out", str(tmp_path / "w"), "--config", "tiny", "--steps", "3",
+                 "--warm-start", str(tmp_path / "t" / "final"), "--view-render", "0.5",
+                 "--view-contrastive", "0.5"]) == 0
+    assert "warm start:" in capsys.readouterr().out
+    warm = Tokenizer.from_pretrained(tmp_path / "w" / "final")
+    assert warm.config.n_latents == PRESETS["tiny"].n_latents
+    assert json.loads((tmp_path / "w" / "final" / "metadata.json").read_text())["train_config"]["view_render"] == 0.5
     # Too few pairs: a clear error, not a traceback.
     assert main(["train", *common, "--out", str(tmp_path / "c"), "--config", "tiny", "--steps", "2",
                  "--pair-every", "2"]) == 1

@@ -4,21 +4,33 @@
     vacuum wavelengths ──────┼─ sinusoidal encoding (per pixel, pooled per patch)
     sampling & resolution ───┴─ info embedding ──┴─ + ─ transformer encoder ─ tokens
                                                                   │
-                                  attention pooling ─ embedding (L2-normalised)
+                  learned latent queries ─ cross-attend the tokens ─ latents (the object)
                                                                   │
-    any target grid ─ queries (wavelength + resolution) ─ decoder (cross-attends tokens)
+                                    summary head ─ embedding (calibrated, L2-normalised)
+                                                                  │
+    any target grid ─ queries (wavelength + resolution) ─ decoder (cross-attends latents)
                                                                   │
                                       per-pixel head ─ normalised flux on the target grid
+
+The decoder reads the latents alone, never the per-patch tokens, so whatever
+it renders on any grid must pass through a few vectors that describe the
+object rather than the instrument's pixels; the search embedding is made from
+those latents. Flux amplitude stays out of them: the input is divided by its
+median and that scale is kept aside (``Batch.log_scale``).
 
 Patches with too many bad pixels are left out of attention (never fed in as
 zeros), and so are the patches hidden for masked modelling in training. The
 model sees wavelengths only through their physical values, so any instrument's
 grid, including one it never saw, can be read and written.
+
+``n_latents = 0`` is the earlier design (decoder reads the tokens, embedding
+is their mean); it is kept so that older model folders still load.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +77,14 @@ def encode_wavelength(wave: torch.Tensor, frequencies: torch.Tensor) -> torch.Te
     """
     phase = wave.to(torch.float64)[..., None] * frequencies
     return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1).to(torch.float32)
+
+
+class Summary(NamedTuple):
+    """What the encoder hands on: the decoder's memory and the vector the embedding is made from."""
+
+    memory: torch.Tensor  # (B, K, d): the latents (or the tokens when n_latents = 0)
+    memory_valid: torch.Tensor  # (B, K) bool
+    vector: torch.Tensor  # (B, d_model), before the embedding's calibration
 
 
 class MLP(nn.Module):
@@ -145,10 +165,14 @@ class SpecTok(nn.Module):
         self.info_embed = nn.Linear(N_INFO_FEATURES, d)
         self.encoder = nn.ModuleList(EncoderBlock(c) for _ in range(c.n_enc_layers))
         self.enc_norm = nn.LayerNorm(d)
-        # Pooling: the mean of the attended tokens, centred and whitened by a fixed
-        # linear map fitted on training spectra after training (calibrate_pooling).
-        # Nothing in the reconstruction loss trains a pooling head, so an untrained
-        # one would leave every embedding pointing the same way.
+        if c.n_latents:
+            # The bottleneck: learned queries cross-attend to the tokens (and to each other).
+            self.latent_queries = nn.Parameter(torch.zeros(1, c.n_latents, d))
+            self.latent_blocks = nn.ModuleList(DecoderBlock(c) for _ in range(c.n_latent_layers))
+            self.summary_head = nn.Linear(c.n_latents * d, d)
+        # The summary vector (a linear map of the latents, or the mean token when
+        # there are none) is centred and whitened by a fixed linear map fitted on
+        # training spectra after training (calibrate_pooling).
         if c.d_embed > d:
             raise ValueError(f"d_embed ({c.d_embed}) cannot exceed d_model ({d})")
         self.register_buffer("embed_mean", torch.zeros(d))
@@ -164,6 +188,16 @@ class SpecTok(nn.Module):
         self.pixel_wave = nn.Linear(n_enc, d)
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
         self.apply(self._init)
+        if c.n_latents:
+            # The latents must depend on the input from the first step: with the usual
+            # small init their cross-attention added ~1e-4 of input-dependent signal, the
+            # decoder learned to ignore the latents and they collapsed to one constant
+            # (measured on a toy problem). Variance-preserving value and output maps, and
+            # no normalisation that would squash the variation, avoid that.
+            nn.init.normal_(self.latent_queries, std=0.02)
+            for block in self.latent_blocks:
+                nn.init.normal_(block.cross_attn.kv.weight, std=2 * d**-0.5)
+                nn.init.normal_(block.cross_attn.proj.weight, std=2 * d**-0.5)
 
     @staticmethod
     def _init(module):
@@ -195,9 +229,23 @@ class SpecTok(nn.Module):
         weight = attend.to(tokens.dtype)[..., None]
         return (tokens * weight).sum(dim=1) / weight.sum(dim=1).clamp(min=1.0)
 
-    def pool(self, tokens: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        """One L2-normalised embedding per spectrum from its attended tokens."""
-        centred = self.mean_tokens(tokens, attend) - self.embed_mean
+    def summarise(self, tokens: torch.Tensor, attend: torch.Tensor) -> Summary:
+        """What the decoder reads (latents, or the tokens themselves) and the summary vector."""
+        if not self.config.n_latents:
+            return Summary(tokens, attend, self.mean_tokens(tokens, attend))
+        # Each latent starts from the spectrum's mean token (plus its own learned offset),
+        # so from the first step the latents differ between inputs; starting from the
+        # queries alone, the tokens' small initial contribution was normalised away and
+        # the decoder learned to ignore the latents.
+        latents = self.latent_queries + self.mean_tokens(tokens, attend)[:, None, :]
+        every = torch.ones(latents.shape[:2], dtype=torch.bool, device=tokens.device)
+        for block in self.latent_blocks:
+            latents = block(latents, every, tokens, attend)
+        return Summary(latents, every, self.summary_head(latents.flatten(1)))
+
+    def pool(self, summary: torch.Tensor) -> torch.Tensor:
+        """One L2-normalised embedding per spectrum from its summary vector (B, d_model)."""
+        centred = summary - self.embed_mean
         return F.normalize(centred @ self.embed_proj, dim=-1)
 
     @torch.no_grad()
@@ -222,9 +270,9 @@ class SpecTok(nn.Module):
 
     # -- decoder -----------------------------------------------------------------
 
-    def decode(self, tokens: torch.Tensor, attend: torch.Tensor, target: TargetGrid) -> torch.Tensor:
+    def decode(self, summary: Summary, target: TargetGrid) -> torch.Tensor:
         """Normalised flux on the target grid: (B, M, P)."""
-        memory = self.memory_proj(tokens)
+        memory, attend = self.memory_proj(summary.memory), summary.memory_valid
         pixel_code = encode_wavelength(target.wave, self.frequencies)  # (B, M, P, 2F)
         patch_code = encode_patch_wavelengths(target.wave, self.frequencies)
         q = self.query_wave(patch_code) + self.query_info(target.info) + self.query_bias
@@ -236,9 +284,10 @@ class SpecTok(nn.Module):
         return self.head(hidden).squeeze(-1)
 
     def forward(self, batch: Batch, attend: torch.Tensor | None = None):
-        tokens, attend = self.encode(batch, attend)
+        """The rendering on the input's own grid and the summary vector."""
+        summary = self.summarise(*self.encode(batch, attend))
         target = TargetGrid(batch.wave, batch.info, [])
-        return self.decode(tokens, attend, target), self.pool(tokens, attend)
+        return self.decode(summary, target), summary.vector
 
 
 def chi2_loss(prediction: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""The training objective: χ² reconstruction of every valid pixel with some patches hidden,
-and, on same-object pairs from two instruments, cross-rendering and a contrastive term."""
+"""The training objective: χ² reconstruction of every valid pixel with some patches hidden;
+views of one object (a cropped range of one spectrum; same-object pairs from two
+instruments), each rendered from the other's latents, with a contrastive term on them."""
 
 from __future__ import annotations
 
@@ -14,19 +15,60 @@ from .network import SpecTok, chi2_loss, random_hide
 
 
 def objective(
-    model: SpecTok, batch: Batch, mask_ratio: float | None = None, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean loss over the batch and the per-spectrum χ² per pixel (B,).
+    model: SpecTok, batch: Batch, mask_ratio: float | None = None, generator: torch.Generator | None = None,
+    views: ViewWeights | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean loss over the batch, the per-spectrum χ² per pixel (B,) and the detached view terms.
 
     A share ``mask_ratio`` of each spectrum's valid patches is hidden from the
     encoder; the decoder reconstructs every pixel, hidden or not, so the loss
     combines plain reconstruction with masked-patch prediction.
+
+    With ``views`` (and a model with latents), a second view of each spectrum
+    sees only a contiguous sub-range of its patches (what a narrower instrument
+    would cover); the whole spectrum is rendered from that view's latents
+    (shape χ²), and InfoNCE pulls the two views' summaries together.
     """
     ratio = model.config.mask_ratio if mask_ratio is None else mask_ratio
     attend = random_hide(batch.valid, ratio, generator) if ratio > 0 else batch.valid
-    prediction, _ = model(batch, attend)
-    chi2 = chi2_loss(prediction, batch)
-    return chi2.mean(), chi2.detach()
+    summary = model.summarise(*model.encode(batch, attend))
+    grid = TargetGrid(batch.wave, batch.info, [])
+    chi2 = chi2_loss(model.decode(summary, grid), batch)
+    loss = chi2.mean()
+    parts: dict[str, torch.Tensor] = {}
+    if views is not None and model.config.n_latents and batch.valid.shape[0] > 1:
+        crop = random_crop(batch.valid, views.crop_min, views.crop_max, generator)
+        cropped = model.summarise(*model.encode(batch, crop))
+        if views.crop_render > 0:
+            rendered = scaled_chi2(model.decode(cropped, grid), batch).mean()
+            loss = loss + views.crop_render * rendered
+            parts["crop: render χ²"] = rendered.detach()
+        if views.contrastive > 0:
+            nce = info_nce(summary.vector, cropped.vector, views.temperature)
+            loss = loss + views.contrastive * nce / math.log(len(chi2)) * chi2.mean().detach()
+            parts["crop: InfoNCE"] = nce.detach()
+    return loss, chi2.detach(), parts
+
+
+def random_crop(valid: torch.Tensor, lo: float, hi: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Keep-mask of one contiguous run of each spectrum's valid patches, a share in [lo, hi] of them."""
+    order = valid.cumsum(dim=1) - 1  # rank of each valid patch among the valid ones
+    n_valid = valid.sum(dim=1, keepdim=True).float()
+    share = lo + (hi - lo) * torch.rand(n_valid.shape, generator=generator, device=valid.device)
+    length = (share * n_valid).ceil().clamp(min=1)
+    start = ((n_valid - length) * torch.rand(n_valid.shape, generator=generator, device=valid.device)).floor()
+    return valid & (order >= start) & (order < start + length)
+
+
+@dataclass(frozen=True)
+class ViewWeights:
+    """Weights of the terms on a cropped view of each spectrum (see :func:`objective`)."""
+
+    crop_render: float = 0.5  # render the whole spectrum from the cropped view (shape χ²)
+    contrastive: float = 0.5  # InfoNCE between the full and the cropped view's summaries
+    temperature: float = 0.1
+    crop_min: float = 0.25  # share of the valid patches a cropped view keeps
+    crop_max: float = 0.6
 
 
 def scaled_chi2(prediction: torch.Tensor, batch: Batch, max_ratio: float = 5.0) -> torch.Tensor:
@@ -74,7 +116,7 @@ class PairWeights:
     """
 
     cross: float = 0.5  # render each side onto the other's grid (shape χ²)
-    contrastive: float = 0.5  # InfoNCE on the mean tokens
+    contrastive: float = 0.5  # InfoNCE on the summary vectors
     temperature: float = 0.1
 
 
@@ -85,30 +127,27 @@ def pair_objective(
     """Loss on index-aligned same-object batches from two instruments.
 
     Each side is reconstructed on its own grid (as in :func:`objective`) and
-    rendered onto the other side's grid; InfoNCE pulls the two mean-token
-    embeddings of one object together. Returns the loss and the detached parts:
+    rendered onto the other side's grid; InfoNCE pulls the two summary
+    vectors of one object together. Returns the loss and the detached parts:
     per-spectrum χ² of sides a and b, the cross-rendering χ² and InfoNCE.
     """
     ratio = model.config.mask_ratio if mask_ratio is None else mask_ratio
-    tokens, attends = [], []
+    summaries = []
     for batch in (batch_a, batch_b):
         attend = random_hide(batch.valid, ratio, generator) if ratio > 0 else batch.valid
-        t, a = model.encode(batch, attend)
-        tokens.append(t)
-        attends.append(a)
+        summaries.append(model.summarise(*model.encode(batch, attend)))
     grids = [TargetGrid(b.wave, b.info, []) for b in (batch_a, batch_b)]
-    own = [chi2_loss(model.decode(tokens[i], attends[i], grids[i]), b) for i, b in enumerate((batch_a, batch_b))]
+    own = [chi2_loss(model.decode(summaries[i], grids[i]), b) for i, b in enumerate((batch_a, batch_b))]
     recon = 0.5 * (own[0].mean() + own[1].mean())
     loss = recon
     parts = {"a": own[0].detach(), "b": own[1].detach()}
     if weights.cross > 0:
-        cross = 0.5 * (scaled_chi2(model.decode(tokens[0], attends[0], grids[1]), batch_b).mean()
-                       + scaled_chi2(model.decode(tokens[1], attends[1], grids[0]), batch_a).mean())
+        cross = 0.5 * (scaled_chi2(model.decode(summaries[0], grids[1]), batch_b).mean()
+                       + scaled_chi2(model.decode(summaries[1], grids[0]), batch_a).mean())
         loss = loss + weights.cross * cross
         parts["cross"] = cross.detach()
     if weights.contrastive > 0:
-        nce = info_nce(model.mean_tokens(tokens[0], attends[0]), model.mean_tokens(tokens[1], attends[1]),
-                       weights.temperature)
+        nce = info_nce(summaries[0].vector, summaries[1].vector, weights.temperature)
         chance = math.log(batch_a.valid.shape[0])
         loss = loss + weights.contrastive * nce / chance * recon.detach()
         parts["contrastive"] = nce.detach()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .. import surveys
 from ..spectrum import Spectrum, SpectrumError
@@ -37,6 +37,55 @@ class TokenSet:
     wave_min: np.ndarray  # (n_patches,) Å, first pixel of each patch
     wave_max: np.ndarray  # (n_patches,) Å, last real pixel of each patch
     valid: np.ndarray  # (n_patches,) bool: False for excluded (mostly bad) patches
+
+
+def _read_weights(weights: Path, model: SpecTok, device: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights``, checked against ``model``'s names and shapes before any
+    is read, and refused if any value is not finite."""
+    from safetensors import safe_open
+
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    size = weights.stat().st_size
+    budget = 4 * sum(int(np.prod(shape)) for shape in expected.values()) + (1 << 20)
+    if size > budget:
+        raise SpectrumError(f"{weights} is {size:,} bytes, more than its config.json's model needs "
+                            f"({budget:,}); the folder may be damaged or mixed from two models")
+    try:
+        with safe_open(str(weights), framework="pt", device=device) as handle:
+            names = set(handle.keys())
+            if names != set(expected):
+                missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+                raise SpectrumError(f"{weights} does not match its config.json (missing {missing[:3]}, "
+                                    f"unexpected {extra[:3]}); the folder may be mixed from two models")
+            state = {}
+            for name in expected:
+                shape = tuple(handle.get_slice(name).get_shape())
+                if shape != expected[name]:
+                    raise SpectrumError(f"{weights}: tensor {name} has shape {shape}, its config.json "
+                                        f"implies {expected[name]}; the folder may be mixed from two models")
+                tensor = handle.get_tensor(name)
+                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                    raise SpectrumError(f"{weights}: tensor {name} holds NaN or infinite values; "
+                                        "these weights cannot be used (retrain or restore the folder)")
+                state[name] = tensor
+    except SpectrumError:
+        raise
+    except Exception as err:  # a damaged safetensors header or body
+        raise SpectrumError(f"{weights} is not a readable safetensors file ({type(err).__name__}: {err})") from None
+    return state
+
+
+def _model_id(meta_path: Path, default: str) -> str:
+    try:
+        if meta_path.stat().st_size > 1 << 20:
+            raise ValueError("larger than 1 MB")
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        model_id = meta.get("model_id", default) if isinstance(meta, dict) else None
+        if not isinstance(model_id, str) or not model_id.isprintable() or len(model_id) > 200:
+            raise ValueError("its model_id is not a short printable string")
+    except (ValueError, UnicodeDecodeError, OSError) as err:
+        raise SpectrumError(f"{meta_path} is not a valid model metadata file ({err})") from None
+    return model_id
 
 
 def file_hash(path: Path) -> str:
@@ -81,21 +130,15 @@ class Tokenizer:
                 )
         try:
             config = ModelConfig.from_json(config_path)
-        except (ValueError, TypeError) as err:
+        except (ValueError, TypeError, OSError) as err:
             raise SpectrumError(f"{config_path} is not a valid spectok config: {err}") from None
         model = SpecTok(config)
-        try:
-            state = load_file(str(weights), device=device)
-            model.load_state_dict(state)
-        except Exception as err:
-            raise SpectrumError(
-                f"{weights} does not match its config.json ({type(err).__name__}: {err}); "
-                "the folder may be damaged or mixed from two models"
-            ) from None
+        state = _read_weights(weights, model, device)
+        model.load_state_dict(state)
         meta_path = folder / "metadata.json"
         model_id = folder.name
         if meta_path.is_file():
-            model_id = json.loads(meta_path.read_text()).get("model_id", model_id)
+            model_id = _model_id(meta_path, model_id)
         return cls(model.to(device), model_id=model_id, weights_hash=file_hash(weights))
 
     def save(self, folder: str | os.PathLike, model_id: str | None = None, **metadata) -> Path:
@@ -154,8 +197,8 @@ class Tokenizer:
             spectra = [spectra]
         out = np.zeros((len(spectra), self.config.d_embed), np.float32)
         for idx, _, batch in self._batches(spectra, batch_size):
-            tokens, attend = self.model.encode(batch)
-            out[idx] = self.model.pool(tokens, attend).cpu().numpy()
+            summary = self.model.summarise(*self.model.encode(batch))
+            out[idx] = self.model.pool(summary.vector).cpu().numpy()
         return out
 
     @torch.inference_mode()
@@ -168,16 +211,16 @@ class Tokenizer:
                 f"calibration needs more spectra than embedding dimensions ({self.config.d_embed}); "
                 f"got {len(spectra)}"
             )
-        self.model.calibrate_pooling(self.mean_tokens(spectra, batch_size), shrink=shrink)
+        self.model.calibrate_pooling(self.summaries(spectra, batch_size), shrink=shrink)
 
     @torch.inference_mode()
-    def mean_tokens(self, spectra: Sequence[Spectrum], batch_size: int = 32) -> torch.Tensor:
-        """(N, d_model) mean of each spectrum's attended tokens, before the embedding's
-        calibration: what :meth:`calibrate` fits and what the pair InfoNCE compares."""
+    def summaries(self, spectra: Sequence[Spectrum], batch_size: int = 32) -> torch.Tensor:
+        """(N, d_model) summary vectors (from the latents; the mean token when the model has
+        none) before the embedding's calibration: what :meth:`calibrate` fits and what the
+        contrastive terms compare."""
         pooled = torch.zeros(len(spectra), self.config.d_model)
         for idx, _, batch in self._batches(spectra, batch_size):
-            tokens, attend = self.model.encode(batch)
-            pooled[idx] = self.model.mean_tokens(tokens, attend).cpu()
+            pooled[idx] = self.model.summarise(*self.model.encode(batch)).vector.cpu()
         return pooled
 
     @torch.inference_mode()
@@ -216,8 +259,8 @@ class Tokenizer:
         else:
             r = surveys.get(target_survey).resolving_power
         grid = target_grid([target_wave], [r], self.config)
-        tokens, attend = self.model.encode(batch)
-        normalised = self.model.decode(tokens, attend, grid.to(self.device))
+        summary = self.model.summarise(*self.model.encode(batch))
+        normalised = self.model.decode(summary, grid.to(self.device))
         normalised = normalised.reshape(-1)[: len(target_wave)].cpu().numpy().astype(np.float64)
         scale = float(np.exp(item.log_scale))
         ivar = np.full(len(target_wave), 1.0 / (self.config.error_floor * scale) ** 2)
