@@ -10,6 +10,8 @@ whitening, 100 centres and rotates without whitening), prints:
   instrument), for pairs among the optical surveys and for pairs involving APOGEE;
 * kNN (k=10, cosine) probes fitted on training-split embeddings: Gaia XP Teff/logg/[Fe/H]
   MAE on real spectra, star/galaxy/QSO accuracy on simulated ones;
+* a linear probe predicting the optical instrument from the embedding, on simulated
+  validation spectra of sources seen by two or more of them (lower is better);
 * median reconstruction χ² per pixel (1 % error floor) on 30 validation spectra per
   survey and origin.
 
@@ -28,6 +30,7 @@ import torch
 
 from spectok_core.data.corpus import metadata
 from spectok_core.data.pairs import read_locations
+from spectok_core.evaluate.invariance import OPTICAL, instrument_probe, shared_objects
 from spectok_core.evaluate.tasks import chi2_per_pixel
 from spectok_core.model import Tokenizer
 
@@ -130,9 +133,14 @@ def main() -> None:
             mae = np.nanmean(np.abs(pred - labels[xp_val]), axis=0)
             sim_val = np.concatenate([gallery[k] for k in gallery if k.endswith("/simulated") and not k.startswith(("apogee", "gaia", "lamost_mrs"))])
             acc = np.mean(knn_predict(z[at(sim_train)], klass[sim_train], z[at(sim_val)], classify=True) == klass[sim_val])
+            optical_sim = [f"{k}/simulated" for k in OPTICAL if f"{k}/simulated" in gallery]
+            rows, names, groups = shared_objects({k: gallery[k] for k in optical_sim},
+                                                 {k: ids[gallery[k]] for k in optical_sim})
+            probe, chance = instrument_probe(z[at(rows)], names, groups)
             print(f"shrink {shrink:g}: retrieval R@10 optical {np.mean(optical):.3f} ({len(optical)} pairs), "
                   f"with APOGEE {np.mean(apogee):.3f} ({len(apogee)} pairs); Gaia XP kNN MAE Teff {mae[0]:.0f} K, "
-                  f"logg {mae[1]:.3f}, [Fe/H] {mae[2]:.3f}; class accuracy {acc:.3f}")
+                  f"logg {mae[1]:.3f}, [Fe/H] {mae[2]:.3f}; class accuracy {acc:.3f}; optical instrument "
+                  f"probe {probe:.3f} (chance {chance:.3f}, lower is better)")
             for (a, b), v in sorted(recall.items()):
                 if "apogee" in a + b or "gaia_xp" in a + b:
                     print(f"    {a} -> {b}: R@10 {v:.3f}")

@@ -14,6 +14,7 @@ from ..spectrum import SpectrumError
 from . import report, tasks
 from .data import EvalCorpus
 from .gated import gated_estimates_section
+from .invariance import survey_invariance
 from .tasks import EvalConfig, Run
 
 
@@ -48,9 +49,11 @@ def run_evaluation(corpus: str | os.PathLike, tok, out: str | os.PathLike = "rep
                 section = task(run)
             log(f"  {section.title}: {time.time() - t0:.0f} s")
             sections.append(section)
-        section = gated_estimates_section(run)  # the explorer's gated estimates, scored
-        log(f"  {section.title}: {section.seconds:.0f} s")
-        sections.append(section)
+        # The instrument read off the embedding; the explorer's gated estimates, scored.
+        for extra in (survey_invariance, gated_estimates_section):
+            section = extra(run)
+            log(f"  {section.title}: {section.seconds:.0f} s")
+            sections.append(section)
         header = _header(ctx, cfg, tok, len(rows), load_seconds, quick, time.time() - started)
         path = report.publish(out, staging, report.render(header, sections, _footer()))
     finally:

@@ -223,3 +223,35 @@ def test_capped_samples_of_two_instruments_keep_the_same_objects():
     second = draw(np.arange(500, 1000), 50, 0, ids)  # the same objects seen by another instrument
     assert len(first) == 50 and np.array_equal(first + 500, second)
     assert not np.array_equal(draw(np.arange(500), 50, 1, ids), first)  # the seed changes the draw
+
+
+def test_instrument_probe_sees_instrument_signal_and_not_object_signal():
+    from spectok_core.evaluate.invariance import instrument_probe, shared_objects
+
+    rng = np.random.default_rng(0)
+    n_objects, instruments = 120, ["sdss", "desi", "boss"]
+    objects = rng.standard_normal((n_objects, 16))
+    names = np.repeat(instruments, n_objects)
+    groups = np.tile([f"o{i}" for i in range(n_objects)], len(instruments))
+    # One object, one place whatever the instrument (plus noise): chance-level probe.
+    invariant = np.tile(objects, (len(instruments), 1)) + 0.05 * rng.standard_normal((len(names), 16))
+    accuracy, chance = instrument_probe(invariant, names, groups)
+    assert chance == pytest.approx(1 / 3)
+    assert accuracy < chance + 0.1
+    # An instrument offset along one direction: the probe reads it off.
+    offset = invariant + 4.0 * np.repeat(np.eye(3, 16), n_objects, axis=0)
+    assert instrument_probe(offset, names, groups)[0] > 0.95
+    # Only objects seen by at least two instruments are used.
+    rows, got, ids = shared_objects({"a": np.arange(4), "b": np.arange(10, 13)},
+                                    {"a": np.array(["x", "y", "z", "w"]), "b": np.array(["x", "z", "q"])})
+    assert rows.tolist() == [0, 2, 10, 11] and got.tolist() == ["a", "a", "b", "b"]
+    assert ids.tolist() == ["x", "z", "x", "z"]
+
+
+def test_report_has_the_survey_invariance_probe(setup):
+    part = setup["text"].split("Survey invariance")[1]
+    table = [ln for ln in part.splitlines() if ln.startswith("| all instruments")]
+    assert table, "the probe ran on the synthetic corpus"
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    accuracy, chance = float(cells[4]), float(cells[5])
+    assert 0 <= accuracy <= 1 and 0 < chance < 1
