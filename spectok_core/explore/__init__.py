@@ -1,0 +1,119 @@
+"""The explorer's library layer: everything the Streamlit pages compute, none of the layout.
+
+The app (``app/``) only arranges widgets; what it shows comes from here, so every number
+on a page can be tested without a browser. One module per concern:
+
+* :mod:`.uploads` — reading uploads (size limits, the isolated parse, DESI catalogue pairing,
+  error text), writing a spectrum as CSV;
+* :mod:`.resources` — where the model, index and examples live; warm-up; credits, model card;
+* :mod:`.search` — the index search from the page's filters, the neighbours table, CSV and links;
+* :mod:`.estimates` — neighbour estimates and the gates that withhold them;
+* :mod:`.lookup` — finding an indexed spectrum by position or object id, random picks;
+* :mod:`.figures` — spectrum plots (lines, smoothing, noise, neighbours stacked or overlaid);
+* :mod:`.atlas` — the map; :mod:`.reconstruct` — residuals and other instruments' grids;
+  :mod:`.teaching` — the How-it-works figures.
+
+Everything is re-exported here: pages and tests write ``explore.X``. Plotly and torch are
+imported inside the functions that need them, so importing this package stays cheap.
+
+Paths: the model and index come from ``SPECTOK_MODEL`` / ``SPECTOK_INDEX`` when set (tests
+point them at tiny ones), else the shipped defaults.
+"""
+
+from __future__ import annotations
+
+from .atlas import index_contents, map_figure, map_frame, selected_row
+from .common import (
+    CATEGORICAL,
+    CLASS_OBJECTS,
+    CONTINUOUS,
+    EXAMPLES_DIR,
+    INDEX_ENV,
+    LABELS,
+    MODEL_ENV,
+    REPO_ROOT,
+    SHIPPED_MODEL,
+    STRONG_LINES,
+    as_float,
+    spectrum_facts,
+    spectrum_label,
+)
+from .estimates import (
+    AGREE,
+    LOW_SNR,
+    MAX_SPREAD,
+    MIN_AGREEING,
+    MIN_CLASS_SHARE,
+    MIN_SIMILARITY,
+    NO_ESTIMATE,
+    OUT_OF_RANGE_SIMILARITY,
+    Estimate,
+    estimate_warnings,
+    estimates_table,
+    gated_estimates,
+    neighbour_estimates,
+)
+from .figures import (
+    _thin,
+    coverage_figure,
+    line_markers,
+    median_normalised,
+    neighbours_figure,
+    overlay_figure,
+    reconstruction_figure,
+    rendering_figure,
+    rest_frame,
+    spectrum_figure,
+)
+from .reconstruct import (
+    overlap,
+    render_on,
+    rendering_instruments,
+    residual_summary,
+    residuals_sigma,
+)
+from .resources import (
+    credits,
+    example_title,
+    examples,
+    index_path,
+    load_index,
+    load_tokenizer,
+    model_card,
+    model_path,
+    warm_up,
+)
+from .search import HIT_COLUMNS, hits_table, neighbours, neighbours_csv, where_filter
+from .teaching import (
+    embedding_figure,
+    encoding_figure,
+    patch_pixels_figure,
+    patches_figure,
+    tokens_figure,
+)
+from .uploads import (
+    formats_help,
+    formats_table,
+    read_upload,
+    read_uploads,
+    split_error,
+    upload_limit_bytes,
+    write_csv,
+)
+
+__all__ = [
+    "AGREE", "as_float", "CATEGORICAL", "CLASS_OBJECTS", "CONTINUOUS", "coverage_figure",
+    "credits", "embedding_figure", "encoding_figure", "Estimate", "estimate_warnings",
+    "estimates_table", "example_title", "examples", "EXAMPLES_DIR", "formats_help",
+    "formats_table", "gated_estimates", "HIT_COLUMNS", "hits_table", "index_contents", "INDEX_ENV",
+    "index_path", "LABELS", "line_markers", "load_index", "load_tokenizer", "LOW_SNR",
+    "map_figure", "map_frame", "MAX_SPREAD", "median_normalised", "MIN_AGREEING",
+    "MIN_CLASS_SHARE", "MIN_SIMILARITY", "model_card", "MODEL_ENV", "model_path",
+    "neighbour_estimates", "neighbours", "neighbours_csv", "neighbours_figure", "NO_ESTIMATE",
+    "OUT_OF_RANGE_SIMILARITY", "overlap", "overlay_figure", "patch_pixels_figure",
+    "patches_figure", "read_upload", "read_uploads", "reconstruction_figure", "render_on",
+    "rendering_figure", "rendering_instruments", "REPO_ROOT", "residual_summary",
+    "residuals_sigma", "rest_frame", "selected_row", "SHIPPED_MODEL", "spectrum_facts",
+    "spectrum_figure", "spectrum_label", "split_error", "STRONG_LINES", "_thin", "tokens_figure",
+    "upload_limit_bytes", "warm_up", "where_filter", "write_csv",
+]

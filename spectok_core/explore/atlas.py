@@ -1,0 +1,125 @@
+"""The atlas: the map of every indexed spectrum, its points, and which one was clicked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..spectrum import SpectrumError
+from .common import _SURVEY_COLOURS, CONTINUOUS, LABELS, _cycle, as_float
+
+
+def index_contents(metadata: pd.DataFrame) -> pd.DataFrame:
+    """Spectra per survey, split by class and by real/simulated (for the landing page)."""
+    frame = pd.DataFrame({
+        "survey": metadata["survey"].astype(str),
+        "class": metadata["class"].astype(object).where(metadata["class"].notna(), "unknown")
+        if "class" in metadata else "unknown",
+        "origin": metadata["origin"].astype(object).where(metadata["origin"].notna(), "unknown")
+        if "origin" in metadata else "unknown",
+    })
+    table = pd.crosstab(frame["survey"], frame["class"].astype(str))
+    table["real"] = (frame["origin"] == "real").groupby(frame["survey"]).sum()
+    table["simulated"] = (frame["origin"] == "simulated").groupby(frame["survey"]).sum()
+    table["total"] = frame.groupby("survey").size()
+    return table.sort_values("total", ascending=False).reset_index()
+
+
+# -- the atlas -------------------------------------------------------------------------------
+
+
+def map_frame(metadata: pd.DataFrame, coords: np.ndarray) -> pd.DataFrame:
+    """Metadata plus map coordinates x, y and the index row, one row per indexed spectrum."""
+    frame = metadata.reset_index(drop=True).copy()
+    coords = np.asarray(coords, np.float64)
+    if coords.shape != (len(frame), 2):
+        raise SpectrumError(f"map coordinates have shape {coords.shape}, expected ({len(frame)}, 2)")
+    frame["x"], frame["y"] = coords[:, 0], coords[:, 1]
+    if "row" not in frame:
+        frame["row"] = np.arange(len(frame))
+    for key in CONTINUOUS:
+        if key in frame:
+            frame[key] = pd.to_numeric(frame[key], errors="coerce")
+    return frame
+
+
+def _hover(frame: pd.DataFrame) -> list[str]:
+    """Hover text per point (vectorised: an index may hold a million points)."""
+    def text(column: str) -> pd.Series:
+        if column not in frame:
+            return pd.Series("", index=frame.index)
+        return frame[column].astype(object).where(frame[column].notna(), "").astype(str)
+
+    out = text("survey") + " " + text("object_id") + "<br>" + text("class")
+    for key, fmt in (("z", " z={:.3f}"), ("teff", " Teff={:.0f}")):
+        if key in frame:
+            values = pd.to_numeric(frame[key], errors="coerce")
+            out = out + values.map(lambda v, f=fmt: "" if pd.isna(v) else f.format(v))
+    return out.tolist()
+
+
+def map_figure(frame: pd.DataFrame, colour: str = "survey", query_xy: tuple[float, float] | None = None,
+               highlight_row: int | None = None, height: int = 620, method: str = "UMAP"):
+    """The UMAP atlas (WebGL): one trace per category, or a colour scale; customdata = row."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    marker_size = 4 if len(frame) > 20000 else 6
+    if colour in frame and colour in CONTINUOUS:
+        values = pd.to_numeric(frame[colour], errors="coerce")
+        known = values.notna()
+        if (~known).any():
+            rest = frame[~known]
+            fig.add_trace(go.Scattergl(
+                x=rest["x"], y=rest["y"], mode="markers", name=f"no {colour}",
+                marker=dict(size=marker_size - 1, color="rgba(180,180,180,0.5)"),
+                customdata=rest["row"], hovertext=_hover(rest), hoverinfo="text"))
+        part = frame[known]
+        fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="markers", name=colour,
+            marker=dict(size=marker_size, color=values[known], colorscale="Viridis", showscale=True,
+                        colorbar=dict(title=LABELS.get(colour, colour))),
+            customdata=part["row"], hovertext=_hover(part), hoverinfo="text"))
+    else:
+        key = colour if colour in frame else "survey"
+        groups = frame[key].fillna("unknown").astype(str)
+        for name, colour_code in zip(sorted(groups.unique()), _cycle(_SURVEY_COLOURS)):
+            part = frame[groups == name]
+            fig.add_trace(go.Scattergl(
+                x=part["x"], y=part["y"], mode="markers", name=f"{name} ({len(part)})",
+                marker=dict(size=marker_size, color=colour_code, opacity=0.75),
+                customdata=part["row"], hovertext=_hover(part), hoverinfo="text"))
+    if highlight_row is not None and (frame["row"] == highlight_row).any():
+        r = frame[frame["row"] == highlight_row].iloc[0]
+        fig.add_trace(go.Scattergl(x=[r["x"]], y=[r["y"]], mode="markers", name="selected",
+                                   marker=dict(size=16, color="rgba(0,0,0,0)",
+                                               line=dict(color="black", width=2))))
+    if query_xy is not None:
+        fig.add_trace(go.Scattergl(x=[query_xy[0]], y=[query_xy[1]], mode="markers",
+                                   name="your spectrum",
+                                   marker=dict(size=18, symbol="star", color="red",
+                                               line=dict(color="black", width=1))))
+    fig.update_layout(height=height, margin=dict(l=20, r=20, t=30, b=20),
+                      xaxis=dict(showticklabels=False, title=f"{method} 1"),
+                      yaxis=dict(showticklabels=False, title=f"{method} 2"),
+                      legend=dict(itemsizing="constant"), dragmode="pan")
+    return fig
+
+
+def selected_row(event: Any) -> int | None:
+    """The index row of the first point selected on the map (Streamlit's on_select event)."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        points = getattr(getattr(event, "selection", None), "points", None)
+    if not points:
+        return None
+    data = points[0].get("customdata")
+    if isinstance(data, (list, tuple)):
+        data = data[0] if data else None
+    value = as_float(data)
+    return int(value) if value is not None else None
+
+
