@@ -37,34 +37,34 @@ import numpy as np
 import pandas as pd
 
 from .index_check import check_arrays, check_files, check_manifest
+from .index_format import (  # noqa: F401 - re-exported: the format's names, as before
+    AIR_LINEAR,
+    DATA_FILES,
+    DEMO_SIZE,
+    FORMAT_VERSION,
+    INDEX_ROW,
+    LINEAR,
+    LOG,
+    METADATA_COLUMNS,
+    NUMERIC_COLUMNS,
+    ROW_DTYPE,
+    SEGMENT_DTYPE,
+    SOURCE_DATA_FILES,
+    _resolve_tokenizer,
+    _tidy_metadata,
+    grid_wave,
+    rerank_search,
+    segments_wave,
+    select_rows,
+    select_rows_parquet,
+)
 from .spectrum import Spectrum, SpectrumError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_INDEX = REPO_ROOT / "indexes" / "demo"
-FORMAT_VERSION = 1
-DEMO_SIZE = 1300  # about 14 MB on disk: the shipped demo index stays under 15 MB
 SUBSET_FRACTION = 0.02  # filters keeping fewer rows than this search the subset exactly
-
-METADATA_COLUMNS = (
-    "object_id", "survey", "origin", "class", "subclass", "split", "z", "teff", "logg", "feh",
-    "alpha_m", "spectral_type", "ra", "dec", "flux_unit",
-)
-NUMERIC_COLUMNS = ("z", "teff", "logg", "feh", "alpha_m", "ra", "dec")
-# Per-spectrum record of the display copy. Its wavelengths are n_segments regular
-# segments (one for most surveys, one per arm for multi-arm spectrographs) or, when
-# n_segments is 0, an explicit float32 array at wave_offset in display/wave.npy.
-ROW_DTYPE = np.dtype([
-    ("flux_offset", "<i8"), ("n_pixels", "<i4"), ("mask_offset", "<i8"), ("wave_offset", "<i8"),
-    ("segment_offset", "<i8"), ("n_segments", "<i2"), ("scale", "<f4"), ("snr", "<f4"),
-])
-# One regular piece of a grid: start + step * i on the axis of its kind.
-SEGMENT_DTYPE = np.dtype([("grid", "i1"), ("start", "<f8"), ("step", "<f8"), ("n_pixels", "<i4")])
-# Grid kinds: linear in λ, in ln λ, or linear in air λ (the libraries, converted by their readers).
-LINEAR, LOG, AIR_LINEAR = 0, 1, 2
-DATA_FILES = (
-    "index.faiss", "embeddings.npy", "metadata.parquet", "coords.npy", "display/rows.npy",
-    "display/segments.npy", "display/flux.npy", "display/mask.npy", "display/wave.npy",
-)
+#: IVF index files above this size are opened with memory-mapped inverted lists.
+MMAP_ABOVE = 256 * 2**20
 
 
 def _rebuild_hint(path: Path | str) -> str:
@@ -72,141 +72,6 @@ def _rebuild_hint(path: Path | str) -> str:
             "(add --model MODEL_DIR to use other weights)")
 
 
-# -- filters ---------------------------------------------------------------------------------
-
-
-def select_rows(metadata: pd.DataFrame, where: Mapping[str, Any] | None) -> np.ndarray:
-    """Boolean mask of the rows matching ``where``.
-
-    Lists (and sets) mean membership, tuples ``(lo, hi)`` closed ranges (``None``
-    leaves an end open; numeric columns only), scalars equality, ``None`` a missing
-    value. Text compares case-insensitively, so ``{"class": "qso"}`` finds "QSO".
-    """
-    mask = np.ones(len(metadata), dtype=bool)
-    if not where:
-        return mask
-    unknown = sorted(set(where) - set(metadata.columns))
-    if unknown:
-        raise SpectrumError(
-            f"unknown filter key(s) {', '.join(map(repr, unknown))}; valid keys: "
-            + ", ".join(metadata.columns)
-        )
-    for key, value in where.items():
-        mask &= _match(metadata[key], key, value)
-    return mask
-
-
-def _match(column: pd.Series, key: str, value: Any) -> np.ndarray:
-    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
-    if isinstance(value, tuple):
-        if len(value) != 2:
-            raise SpectrumError(f"filter {key}={value!r}: a range is a (low, high) pair")
-        if not numeric:
-            raise SpectrumError(
-                f"filter {key}={value!r}: ranges need a numeric column, and {key!r} holds text; "
-                "give one value or a list of values"
-            )
-        values = column.to_numpy(dtype=float, na_value=np.nan)
-        keep = np.isfinite(values)
-        low, high = value
-        if low is not None:
-            keep &= values >= float(low)
-        if high is not None:
-            keep &= values <= float(high)
-        return keep
-    wanted = list(value) if isinstance(value, (list, set, frozenset, np.ndarray)) else [value]
-    missing = any(v is None for v in wanted)
-    wanted = [v for v in wanted if v is not None]
-    if numeric:
-        values = column.to_numpy(dtype=float, na_value=np.nan)
-        try:
-            targets = np.array([float(v) for v in wanted], dtype=float)
-        except (TypeError, ValueError):
-            raise SpectrumError(f"filter {key}={value!r}: {key!r} is numeric; give numbers") from None
-        keep = np.isin(values, targets)
-        return keep | np.isnan(values) if missing else keep
-    targets = {str(v).lower() for v in wanted}
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        # Compare the few category names, not a million strings.
-        lookup = np.array([str(name).lower() in targets for name in column.cat.categories] + [missing])
-        return lookup[column.cat.codes.to_numpy()]  # code -1 (missing) picks the last entry
-    text = column.astype("string").str.lower()
-    keep = text.isin(targets).fillna(False).to_numpy(dtype=bool)
-    return keep | column.isna().to_numpy() if missing else keep
-
-
-def select_demo(metadata: pd.DataFrame, n_per_group: int | None = None,
-                max_total: int = DEMO_SIZE, seed: int = 0) -> np.ndarray:
-    """Positions of a representative mix: every (survey, class) group, real spectra first.
-
-    Groups take turns, one spectrum each per round, until ``max_total`` is reached
-    or each group has given ``n_per_group``; so small groups come in whole and no
-    large group crowds out the rest. Within a group real spectra come before
-    simulated ones, each in a seeded random order.
-    """
-    rng = np.random.default_rng(seed)
-    survey = metadata["survey"].astype("string").fillna("unknown").to_numpy()
-    label = metadata["class"].astype("string").fillna("-").to_numpy() if "class" in metadata else \
-        np.full(len(metadata), "-")
-    real = (metadata["origin"].astype("string").fillna("") == "real").to_numpy() \
-        if "origin" in metadata else np.zeros(len(metadata), bool)
-    queues = []
-    groups = pd.DataFrame({"s": survey, "c": label}).groupby(["s", "c"], sort=True).indices
-    for _, positions in sorted(groups.items()):
-        positions = np.asarray(positions)
-        first = rng.permutation(positions[real[positions]])
-        rest = rng.permutation(positions[~real[positions]])
-        queues.append(np.concatenate([first, rest]))
-    limit = max(len(q) for q in queues) if queues else 0
-    if n_per_group is not None:
-        limit = min(limit, n_per_group)
-    taken: list[int] = []
-    for turn in range(limit):
-        for queue in queues:
-            if turn < len(queue):
-                taken.append(int(queue[turn]))
-                if len(taken) >= max_total:
-                    return np.sort(np.array(taken, dtype=np.int64))
-    return np.sort(np.array(taken, dtype=np.int64))
-
-
-def _tidy_metadata(table: pd.DataFrame) -> pd.DataFrame:
-    """Numbers as float64, text as categories (fast filters, small Parquet), ids as strings."""
-    table = table.copy()
-    for name in table.columns:
-        if name in NUMERIC_COLUMNS:
-            table[name] = pd.to_numeric(table[name], errors="coerce").astype("float64")
-        elif name in ("object_id", "shard"):
-            table[name] = table[name].astype("string").astype(object)
-        elif table[name].dtype == object or pd.api.types.is_string_dtype(table[name]):
-            values = table[name].astype("string").replace({"": pd.NA, "None": pd.NA})
-            table[name] = values.astype(object).where(values.notna(), None).astype("category")
-    return table
-
-
-# -- reading display grids and checking models --------------------------------------------------
-
-
-def grid_wave(kind: int, start: float, step: float, n: int) -> np.ndarray:
-    """Wavelengths of one regular segment: start + step * i on the axis of its kind."""
-    from .spectrum import air_to_vacuum
-
-    axis = start + step * np.arange(n)
-    return np.exp(axis) if kind == LOG else air_to_vacuum(axis) if kind == AIR_LINEAR else axis
-
-
-def segments_wave(segments: np.ndarray) -> np.ndarray:
-    """Wavelengths of a grid from its SEGMENT_DTYPE records."""
-    return np.concatenate([grid_wave(int(g["grid"]), float(g["start"]), float(g["step"]),
-                                     int(g["n_pixels"])) for g in segments])
-
-
-def _resolve_tokenizer(tokenizer):
-    from .model.tokenizer import Tokenizer
-
-    if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-        return Tokenizer.from_pretrained(tokenizer)
-    return tokenizer
 
 
 def _check_model(path: Path, manifest: dict, tokenizer) -> None:
@@ -307,19 +172,33 @@ class SpectrumIndex:
         self.manifest = manifest
         self.tokenizer = tokenizer
         self._index = index
+        #: "copies": float16 display copies of every spectrum (display/); "source": read
+        #: from the source files when reachable, else a stored thumbnail (large indexes).
+        self.display = manifest.get("display", "copies")
         self._embeddings = np.load(self.path / "embeddings.npy", mmap_mode="r")
-        self._coords = np.load(self.path / "coords.npy", allow_pickle=False)
-        self._rows = np.load(self.path / "display" / "rows.npy", allow_pickle=False)
-        self._flux = np.load(self.path / "display" / "flux.npy", mmap_mode="r")
-        self._mask = np.load(self.path / "display" / "mask.npy", mmap_mode="r")
-        self._wave = np.load(self.path / "display" / "wave.npy", mmap_mode="r")
-        self._segments = np.load(self.path / "display" / "segments.npy", allow_pickle=False)
+        self._coords = np.load(self.path / "coords.npy", mmap_mode="r" if self.display == "source" else None,
+                               allow_pickle=False)
         self._map = np.load(self.path / "map.npy") if (self.path / "map.npy").is_file() else None
-        self._metadata = _tidy_metadata(pd.read_parquet(self.path / "metadata.parquet"))
+        if self.display == "copies":
+            self._rows = np.load(self.path / "display" / "rows.npy", allow_pickle=False)
+            self._flux = np.load(self.path / "display" / "flux.npy", mmap_mode="r")
+            self._mask = np.load(self.path / "display" / "mask.npy", mmap_mode="r")
+            self._wave = np.load(self.path / "display" / "wave.npy", mmap_mode="r")
+            self._segments = np.load(self.path / "display" / "segments.npy", allow_pickle=False)
+            self._thumbs = None
+            self.__dict__["_metadata"] = _tidy_metadata(pd.read_parquet(self.path / "metadata.parquet"))
+            n_meta, n_display = len(self._metadata), len(self._rows)
+        else:
+            import pyarrow.parquet as pq
+
+            self._thumbs = np.load(self.path / "thumbnails.npy", mmap_mode="r")
+            # Metadata stays in Parquet until asked for: filters and results read only
+            # the columns and rows they need (pushed-down predicates, pyarrow take).
+            n_meta = pq.ParquetFile(self.path / "metadata.parquet").metadata.num_rows
+            n_display = len(self._thumbs)
         n = manifest["n"]
         shapes = {"embeddings": self._embeddings.shape[0], "coords": self._coords.shape[0],
-                  "display rows": len(self._rows), "metadata": len(self._metadata),
-                  "FAISS": int(index.ntotal)}
+                  "display rows": n_display, "metadata": n_meta, "FAISS": int(index.ntotal)}
         wrong = {k: v for k, v in shapes.items() if v != n}
         if wrong:
             raise SpectrumError(f"index {self.path} is inconsistent: manifest says {n} spectra, but "
@@ -329,23 +208,29 @@ class SpectrumIndex:
     # -- making and opening ----------------------------------------------------------------
 
     @classmethod
-    def build(cls, corpus: str | os.PathLike, out: str | os.PathLike, tokenizer=None, *,
+    def build(cls, corpus, out: str | os.PathLike, tokenizer=None, *,
               factory: str | None = None, batch_size: int = 64,
               where: Mapping[str, Any] | None = None, max_spectra: int | None = None,
-              progress: bool = True, umap: bool = True) -> SpectrumIndex:
+              progress: bool = True, umap: bool = True, **options) -> SpectrumIndex:
         """Embed ``corpus`` with ``tokenizer`` (a Tokenizer, a model folder, or None for the
         shipped model) and write the index folder ``out``.
 
-        ``where`` selects spectra by metadata (as in :meth:`search`); ``max_spectra``
-        caps their number with a representative mix (:func:`select_demo`). The FAISS
-        index is exact (``Flat``, inner product on unit vectors) up to 200,000 vectors
-        and ``HNSW32,Flat`` tuned to recall@10 >= 0.97 above; ``factory`` overrides.
-        Running the same build again after an interruption resumes the embedding.
+        ``corpus``: a corpus folder, or survey files, folders, globs and MMU HDF5
+        shards (one or a list). ``where`` selects spectra by metadata (as in
+        :meth:`search`); ``max_spectra`` caps a corpus's with a representative mix
+        (:func:`~spectok_core.index_build.select_demo`). The FAISS index is exact
+        (``Flat``, inner product on unit vectors) up to 200,000 vectors and IVF-PQ
+        (OPQ) above, tuned to recall@10 >= 0.95; ``factory`` overrides.
+        ``options`` (``scheduler``, ``workers``, ``display``, ``rerank``,
+        ``map_sample``): see :func:`spectok_core.index_build.build`. Running the
+        same build again after an interruption resumes the embedding.
         """
+        # The one use of the builder here; the builder never imports this module.
         from .index_build import build
 
-        return build(corpus, out, tokenizer, factory=factory, batch_size=batch_size, where=where,
-                     max_spectra=max_spectra, progress=progress, umap=umap)
+        path = build(corpus, out, tokenizer, factory=factory, batch_size=batch_size, where=where,
+                     max_spectra=max_spectra, progress=progress, umap=umap, **options)
+        return cls.load(path, tokenizer=tokenizer)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, tokenizer=None, *,
@@ -384,7 +269,11 @@ class SpectrumIndex:
         if version != FORMAT_VERSION:
             raise SpectrumError(f"index {path} has format version {version!r}; this spectok reads "
                                 f"version {FORMAT_VERSION}: {_rebuild_hint(path)}")
-        check_manifest(path, manifest, DATA_FILES, manifest_path)
+        if manifest.get("display", "copies") not in ("copies", "source"):
+            raise SpectrumError(f"{manifest_path}: field 'display' must be 'copies' or 'source'; "
+                                f"{_rebuild_hint(path)}")
+        data_files = DATA_FILES if manifest.get("display", "copies") == "copies" else SOURCE_DATA_FILES
+        check_manifest(path, manifest, data_files, manifest_path)
         check_files(path, manifest, full=verify or None)
         if tokenizer is not False and check_model:
             tokenizer = _resolve_tokenizer(tokenizer)
@@ -392,7 +281,9 @@ class SpectrumIndex:
         else:
             tokenizer = None if tokenizer is False else tokenizer
         try:
-            index = faiss.read_index(str(path / "index.faiss"))
+            # Large IVF indexes keep their inverted lists on disk, memory-mapped.
+            mmap = "IVF" in manifest["factory"] and (path / "index.faiss").stat().st_size > MMAP_ABOVE
+            index = faiss.read_index(str(path / "index.faiss"), faiss.IO_FLAG_MMAP if mmap else 0)
         except RuntimeError as err:
             raise SpectrumError(f"{path / 'index.faiss'} cannot be read ({str(err)[:80]}); "
                                 f"{_rebuild_hint(path)}") from None
@@ -424,8 +315,32 @@ class SpectrumIndex:
 
     @property
     def metadata(self) -> pd.DataFrame:
-        """One row per indexed spectrum (row number = position); text columns are categories."""
+        """One row per indexed spectrum (row number = position); text columns are categories.
+
+        An index without display copies (a large one) reads this from Parquet on first
+        use; :meth:`search` with ``where`` and :meth:`rows_metadata` never need it whole.
+        """
         return self._metadata
+
+    @cached_property
+    def _metadata(self) -> pd.DataFrame:
+        table = pd.read_parquet(self.path / "metadata.parquet")
+        return _tidy_metadata(table.drop(columns=[INDEX_ROW], errors="ignore"))
+
+    @cached_property
+    def _dataset(self):
+        import pyarrow.dataset as ds
+
+        return ds.dataset(self.path / "metadata.parquet", format="parquet")
+
+    def rows_metadata(self, rows, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """Metadata of some rows only (read with pyarrow's take when it is not loaded)."""
+        rows = np.asarray(rows, np.int64)
+        if "_metadata" in self.__dict__:
+            frame = self._metadata.iloc[rows]
+            return frame[list(columns)] if columns is not None else frame
+        table = self._dataset.take(rows, columns=list(columns) if columns is not None else None)
+        return _tidy_metadata(table.to_pandas().drop(columns=[INDEX_ROW], errors="ignore"))
 
     @property
     def coords(self) -> np.ndarray:
@@ -446,8 +361,16 @@ class SpectrumIndex:
         Flux is kept to float16 precision (about 3 significant digits). The
         inverse variance is nominal — the spectrum's median S/N spread evenly —
         since per-pixel errors are not stored: ``meta['ivar_nominal']`` is True.
+
+        An index without display copies reads the spectrum from its source (the
+        corpus shard and row, or the file and its index in it, as recorded in the
+        metadata) when that is reachable inside the folders the build read
+        (``meta['from_source']``), else gives its stored thumbnail
+        (``meta['thumbnail']``: 64 pixels on a log grid, flux to scale).
         """
         self._check_row(row)
+        if self.display == "source":
+            return self._source_spectrum(int(row))
         record = self._rows[row]
         n, offset = int(record["n_pixels"]), int(record["flux_offset"])
         if record["n_segments"] == 0:
@@ -467,8 +390,29 @@ class SpectrumIndex:
         survey = str(self._metadata["survey"].iloc[row])
         return Spectrum(wave, flux, ivar, mask, survey, meta)
 
+    def _source_spectrum(self, row: int) -> Spectrum:
+        from .index_sources import read_source_row, thumb_wave
+
+        meta = self._row_meta(row)
+        survey = str(meta.get("survey") or "unknown")
+        got = read_source_row(meta, self.manifest.get("corpus"), self.manifest.get("source_roots") or [])
+        plain = {k: v for k, v in meta.items() if k != "survey"}
+        if got is not None:
+            return Spectrum(got.wave, got.flux, got.ivar, got.mask, got.survey,
+                            {**got.meta, **plain, "from_source": True, "index_row": row})
+        wave = thumb_wave(meta.get("wave_min", 1000.0), meta.get("wave_max", 10000.0))
+        scale = float(meta.get("flux_scale") or 1.0)
+        flux = np.asarray(self._thumbs[row], np.float32) * scale
+        snr = float(meta.get("snr") or 1.0)
+        snr = snr if np.isfinite(snr) and snr > 0 else 1.0
+        ivar = np.full(len(wave), (snr / scale) ** 2, np.float32)
+        from .surveys import SURVEYS
+
+        return Spectrum(wave, flux, ivar, np.zeros(len(wave), bool), survey if survey in SURVEYS else "unknown",
+                        {**plain, "thumbnail": True, "ivar_nominal": True, "index_row": row})
+
     def _row_meta(self, row: int) -> dict:
-        values = self._metadata.iloc[row].to_dict()
+        values = self.rows_metadata([row]).iloc[0].to_dict()
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in values.items()
                 if v is not None and not (isinstance(v, float) and np.isnan(v)) and v is not pd.NA}
 
@@ -491,7 +435,11 @@ class SpectrumIndex:
         return np.ascontiguousarray(queries / norms)
 
     def _search_all(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        sims, found = self._index.search(queries, min(k, len(self)))
+        rerank = int(self.manifest.get("search_params", {}).get("rerank", 0))
+        if rerank:  # IVF-PQ candidates, re-scored exactly from the stored float16 embeddings
+            sims, found = self._rerank(queries, min(k, len(self)), rerank)
+        else:
+            sims, found = self._index.search(queries, min(k, len(self)))
         # Unit vectors: a similarity beyond 1 is a damaged index.faiss (too large to hash at load).
         if sims.size and not np.all(np.abs(sims[found >= 0]) <= 1.01):
             raise SpectrumError(f"{self.path / 'index.faiss'} gives similarities beyond 1: it is "
@@ -501,7 +449,7 @@ class SpectrumIndex:
 
     def _search_subset(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over the selected rows only (numpy; the subset is small)."""
-        sims = queries @ np.asarray(self._embeddings[rows]).T
+        sims = queries @ np.asarray(self._embeddings[rows], np.float32).T
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < len(rows) else \
             np.tile(np.arange(len(rows)), (len(queries), 1))
         top_sims = np.take_along_axis(sims, top, axis=1)
@@ -530,11 +478,16 @@ class SpectrumIndex:
             search_params = [faiss.SearchParametersIVF(sel=selector, nprobe=params["nprobe"] * f) for f in (1, 4)]
         else:
             return self._search_subset(queries, np.flatnonzero(keep), k)
-        sims, found = self._index.search(queries, k, params=search_params[0])
+        rerank = int(params.get("rerank", 0))
+
+        def run(q: np.ndarray, p) -> tuple[np.ndarray, np.ndarray]:
+            return self._rerank(q, k, rerank, p) if rerank else self._index.search(q, k, params=p)
+
+        sims, found = run(queries, search_params[0])
         for wider in search_params[1:]:
             short = (found < 0).any(axis=1)
             if short.any():
-                sims[short], found[short] = self._index.search(queries[short], k, params=wider)
+                sims[short], found[short] = run(queries[short], wider)
         del bitmap  # the selector points into it until here
         short = (found < 0).any(axis=1)
         if short.any():  # an approximate index can still miss under a tight filter: finish exactly
@@ -570,9 +523,20 @@ class SpectrumIndex:
         if not single:
             columns = {"query": np.nonzero(valid)[0], **columns}
         # One DataFrame from plain arrays: pandas per-row work would cost more than FAISS.
-        for name, (values, codes) in self._result_columns.items():
-            columns[name] = values[codes[rows]] if codes is not None else values[rows]
+        if "_metadata" in self.__dict__:
+            for name, (values, codes) in self._result_columns.items():
+                columns[name] = values[codes[rows]] if codes is not None else values[rows]
+        else:  # a large index: only the result rows are read from Parquet
+            found_meta = self.rows_metadata(rows).reset_index(drop=True)
+            for name in found_meta.columns:
+                values = found_meta[name]
+                columns[name] = values.astype(object).where(values.notna(), None).to_numpy() \
+                    if isinstance(values.dtype, pd.CategoricalDtype) else values.to_numpy()
         return pd.DataFrame(columns)
+
+    def _rerank(self, queries: np.ndarray, k: int, factor: int, params=None) -> tuple[np.ndarray, np.ndarray]:
+        # The same function the build tunes nprobe with, so the recorded recall is what search gives.
+        return rerank_search(self._index, self._embeddings, queries, k, factor, params)
 
     def _selection(self, where: Mapping[str, Any]) -> np.ndarray:
         """select_rows, remembered for the last few filters (an app repeats its filter)."""
@@ -580,7 +544,10 @@ class SpectrumIndex:
                           for k, v in where.items()))
         cache = self._selections
         if key not in cache:
-            cache[key] = select_rows(self._metadata, where)
+            if "_metadata" in self.__dict__:
+                cache[key] = select_rows(self._metadata, where)
+            else:  # only the filtered columns are read, with the predicates pushed down to Parquet
+                cache[key] = select_rows_parquet(self._dataset, where, len(self))
             while len(cache) > 8:
                 cache.popitem(last=False)
         cache.move_to_end(key)

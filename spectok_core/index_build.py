@@ -1,11 +1,24 @@
-"""Building an index folder: embed a corpus, write FAISS, metadata, map and display copies.
+"""Building an index folder: embed spectra from any source, in parts, then FAISS, metadata and map.
 
-The layout of the folder is described in :mod:`spectok_core.index`, which reads it.
-A build runs in a hidden work folder beside ``out`` (``.NAME.building``): the
-embeddings are saved there chunk by chunk, so running the same build again after an
-interruption embeds only what is missing; the finished index is assembled in
-``.NAME.building/stage`` and renamed onto ``out`` at the very end, so a crash never
-leaves a half index and never damages an old one.
+The layout of the folder is described in :mod:`spectok_core.index`, which reads it;
+this module depends only on the format (:mod:`.index_format`), the sources
+(:mod:`.index_sources`) and the checks (:mod:`.index_check`), never on the reader.
+
+A build runs in a hidden work folder beside ``out`` (``.NAME.building``). Its input
+is planned as units of at most CHUNK_SIZE spectra (:mod:`.index_sources`); each unit
+is read, embedded and saved as one part (``chunks/chunk-NNNNN.npz``, written under a
+temporary name and renamed), in this process (``scheduler="local"``) or on Dask
+workers (:mod:`.index_cluster`). A finished part is never redone: running the same
+build again embeds only the missing ones. The index is then assembled part by part
+(bounded memory: embeddings, thumbnails and display copies go straight into
+memory-mapped files, metadata into Parquet row groups) in ``.NAME.building/stage``
+and renamed onto ``out`` at the very end, so a crash never leaves a half index and
+never damages an old one.
+
+Small indexes (up to DISPLAY_LIMIT spectra) keep float16 display copies of every
+spectrum and exact FAISS search; larger ones show neighbours from their sources (or
+a stored thumbnail), keep float16 embeddings for exact re-ranking, and use IVF-PQ
+trained on a sample, with ``nprobe`` tuned at build time to recall@10 >= 0.95.
 """
 
 from __future__ import annotations
@@ -27,86 +40,118 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .index import (
+from .index_check import file_records
+from .index_format import (
     AIR_LINEAR,
     DATA_FILES,
+    DEMO_SIZE,
     FORMAT_VERSION,
+    INDEX_ROW,
     LINEAR,
     LOG,
     METADATA_COLUMNS,
     ROW_DTYPE,
     SEGMENT_DTYPE,
-    SpectrumIndex,
+    SOURCE_DATA_FILES,
+    THUMB_PIXELS,
     _resolve_tokenizer,
     _tidy_metadata,
+    exact_knn,
     grid_wave,
-    select_demo,
+    rerank_search,
     select_rows,
 )
-from .index_check import file_records
+from .index_sources import (
+    column_kind,
+    corpus_units,
+    file_units,
+    is_corpus,
+    pack_records,
+    read_unit,
+    source_roots,
+    thumbnail,
+    unit_size,
+)
 from .spectrum import Spectrum, SpectrumError
 
 EXACT_LIMIT = 200_000  # up to this many vectors the index is exact (IndexFlatIP)
 
 APPROX_FACTORY = "HNSW32,Flat"
 
-TARGET_RECALL = 0.97  # recall@10 the approximate index is tuned to at build time
+TARGET_RECALL = 0.97  # recall@10 an HNSW index is tuned to at build time
+IVF_TARGET_RECALL = 0.95  # recall@10 an IVF index is tuned to (issue 14)
 
-CHUNK_SIZE = 512  # spectra per resumable embedding chunk
+CHUNK_SIZE = 512  # spectra per resumable embedding chunk (one part)
+
+DISPLAY_LIMIT = 200_000  # up to this many planned spectra an index keeps display copies
+
+RERANK = 8  # IVF-PQ: k * RERANK candidates re-scored exactly from float16 embeddings
+
+TRAIN_SAMPLE = 256 * 1024  # vectors an IVF / PQ index is trained on, at most
+
+MAP_SAMPLE = 50_000  # UMAP is fitted on this many points; the rest are placed by neighbours
+
+ADD_BATCH = 100_000  # vectors added to FAISS at a time (from the memory-mapped embeddings)
 
 UMAP_EPOCHS = 200  # umap-learn's default for large data; plenty for a browsing map
 
 MAX_SEGMENTS = 16
 
+MAX_ERRORS_LISTED = 10_000  # unreadable sources listed in the manifest (all are counted)
 
 
-# -- reading corpus rows ------------------------------------------------------------------------
+def ivf_factory(n: int, dim: int) -> str:
+    """The IVF-PQ factory for n vectors: about 4 sqrt(n) lists, 4 dimensions per PQ byte, OPQ.
+
+    OPQ rotates the space so that the PQ sub-vectors carry similar variance; on this
+    model's embeddings it costs a little training time and gains recall at equal
+    nprobe (benchmarks/scale.py compares).
+    """
+    nlist = int(2 ** round(np.log2(max(64.0, 4 * np.sqrt(n)))))
+    nlist = min(nlist, max(64, n // 39))  # FAISS wants >= 39 training points per list
+    m = max(1, dim // 4)
+    while dim % m:
+        m -= 1
+    return f"OPQ{m},IVF{nlist},PQ{m}"
 
 
-def _read_rows(corpus: Path, shard: str, rows: np.ndarray, surveys: Sequence[str]) -> list:
-    """Spectra of some rows of one shard (None for a row that is not a valid spectrum)."""
-    import h5py
+# -- a representative mix -------------------------------------------------------------------------
 
-    from .io import mmu
-    from .spectrum import sigma_to_ivar
 
-    order = np.argsort(rows)
-    wanted = rows[order]
-    lo, hi = int(wanted[0]), int(wanted[-1]) + 1
-    # A dense run is one contiguous read; scattered rows use h5py's point selection.
-    dense = hi - lo <= 2 * len(wanted)
+def select_demo(metadata: pd.DataFrame, n_per_group: int | None = None,
+                max_total: int = DEMO_SIZE, seed: int = 0) -> np.ndarray:
+    """Positions of a representative mix: every (survey, class) group, real spectra first.
 
-    def take(dataset) -> np.ndarray:
-        return dataset[lo:hi][wanted - lo] if dense else dataset[wanted]
+    Groups take turns, one spectrum each per round, until ``max_total`` is reached
+    or each group has given ``n_per_group``; so small groups come in whole and no
+    large group crowds out the rest. Within a group real spectra come before
+    simulated ones, each in a seeded random order.
+    """
+    rng = np.random.default_rng(seed)
+    survey = metadata["survey"].astype("string").fillna("unknown").to_numpy()
+    label = metadata["class"].astype("string").fillna("-").to_numpy() if "class" in metadata else \
+        np.full(len(metadata), "-")
+    real = (metadata["origin"].astype("string").fillna("") == "real").to_numpy() \
+        if "origin" in metadata else np.zeros(len(metadata), bool)
+    queues = []
+    groups = pd.DataFrame({"s": survey, "c": label}).groupby(["s", "c"], sort=True).indices
+    for _, positions in sorted(groups.items()):
+        positions = np.asarray(positions)
+        first = rng.permutation(positions[real[positions]])
+        rest = rng.permutation(positions[~real[positions]])
+        queues.append(np.concatenate([first, rest]))
+    limit = max(len(q) for q in queues) if queues else 0
+    if n_per_group is not None:
+        limit = min(limit, n_per_group)
+    taken: list[int] = []
+    for turn in range(limit):
+        for queue in queues:
+            if turn < len(queue):
+                taken.append(int(queue[turn]))
+                if len(taken) >= max_total:
+                    return np.sort(np.array(taken, dtype=np.int64))
+    return np.sort(np.array(taken, dtype=np.int64))
 
-    with h5py.File(corpus / shard, "r") as h5:
-        wave = take(h5["spectrum_lambda"]).astype(np.float64) * mmu._wave_factor(h5)
-        flux = take(h5["spectrum_flux"]).astype(np.float64)
-        ivar_name, sigma_name = mmu._first(h5, mmu.IVAR_NAMES), mmu._first(h5, mmu.SIGMA_NAMES)
-        if ivar_name:
-            ivar = take(h5[ivar_name]).astype(np.float64)
-        elif sigma_name:
-            ivar = sigma_to_ivar(take(h5[sigma_name]))
-        else:
-            ivar = np.ones_like(flux)
-        if "spectrum_mask" in h5:
-            mask = take(h5["spectrum_mask"]) != 0
-        elif "spectrum_bitmask" in h5:
-            mask = (take(h5["spectrum_bitmask"]).astype(np.int64) & mmu.APOGEE_BAD_BITS) != 0
-        else:
-            mask = np.zeros(flux.shape, bool)
-        default_survey = str(mmu.plain(h5.attrs.get("survey", "unknown")) or "unknown")
-    from .surveys import SURVEYS
-
-    out: list[Spectrum | None] = [None] * len(rows)
-    for i, j in enumerate(order):
-        survey = surveys[j] if surveys[j] in SURVEYS else default_survey
-        try:
-            parts = mmu._unpad(wave[i], flux[i], ivar[i], mask[i])  # drop the shard's padding
-            out[j] = Spectrum(*parts, survey=survey if survey in SURVEYS else "unknown")
-        except SpectrumError:
-            pass
-    return out
 
 
 # -- the display copy: float16 flux, packed masks, grids as segments --------------------------
@@ -185,9 +230,6 @@ def _pack_display(spectra: Sequence[Spectrum]) -> dict[str, np.ndarray]:
     }
 
 
-# -- embedding in resumable chunks ----------------------------------------------------------------
-
-
 def _embed(tokenizer, spectra: list[Spectrum], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and a keep-mask: a spectrum the model refuses is skipped, not fatal."""
     try:
@@ -204,29 +246,60 @@ def _embed(tokenizer, spectra: list[Spectrum], batch_size: int) -> tuple[np.ndar
         return out, keep
 
 
-def _embed_chunk(corpus: Path, plan: pd.DataFrame, tokenizer, batch_size: int,
-                 timings: Counter | None = None) -> dict:
+# -- embedding one unit into a part -----------------------------------------------------------------
+
+
+def _part_columns(unit: dict) -> list[str]:
+    """Metadata columns of a part: the corpus plan's, or the catalogue ones plus the source."""
+    if unit["kind"] == "corpus":
+        return list(unit["meta"])
+    return [*METADATA_COLUMNS, "source", "source_row"]
+
+
+def _embed_chunk(unit: dict, tokenizer, batch_size: int, display: str = "copies",
+                 timings: Counter | None = None, where: Mapping[str, Any] | None = None) -> dict:
+    """Read one unit, embed it and return its part: arrays only, ready for np.savez."""
     timings = Counter() if timings is None else timings
     tick = time.perf_counter()
-    spectra, positions = [], []
-    for shard, group in plan.groupby("shard", sort=False):
-        got = _read_rows(corpus, shard, group["shard_row"].to_numpy(),
-                         group["survey"].astype("string").fillna("unknown").tolist())
-        for position, spectrum in zip(group.index, got):
-            if spectrum is not None:
-                spectra.append(spectrum)
-                positions.append(position)
-    timings["read_corpus"] += time.perf_counter() - tick
+    spectra, records, errors = read_unit(unit)
+    if where and unit["kind"] != "corpus" and spectra:  # a corpus plan is filtered beforehand
+        table = _tidy_metadata(pd.DataFrame.from_records(records, columns=_part_columns(unit)))
+        keep = select_rows(table, where)
+        spectra = [s for s, k in zip(spectra, keep) if k]
+        records = [r for r, k in zip(records, keep) if k]
+    timings["read"] += time.perf_counter() - tick
     tick = time.perf_counter()
     embeddings, keep = _embed(tokenizer, spectra, batch_size) if spectra else \
         (np.zeros((0, tokenizer.config.d_embed), np.float32), np.zeros(0, bool))
+    for record, kept in zip(records, keep):
+        if not kept:
+            where_from = record.get("source") or f"{record.get('shard')}:{record.get('shard_row')}"
+            errors.append((str(where_from), "the model refused it (see Tokenizer.embed)"))
     spectra = [s for s, k in zip(spectra, keep) if k]
+    records = [r for r, k in zip(records, keep) if k]
+    for record, spectrum in zip(records, spectra):
+        record["survey"] = spectrum.survey  # the key the model was given
     timings["embed_model"] += time.perf_counter() - tick
     tick = time.perf_counter()
-    display = _pack_display(spectra)
+    part = {
+        "embeddings": embeddings[keep].astype(np.float32),
+        **{f"meta__{k}": v for k, v in pack_records(records, _part_columns(unit)).items()},
+        "snr": np.array([s.median_snr for s in spectra], np.float64),
+        "n_pixels": np.array([len(s) for s in spectra], np.int64),
+        "wave_min": np.array([s.wave[0] for s in spectra], np.float64),
+        "wave_max": np.array([s.wave[-1] for s in spectra], np.float64),
+        "error_source": np.array([e[0] for e in errors], dtype=str),
+        "error_reason": np.array([e[1] for e in errors], dtype=str),
+        "n_planned": np.array(unit_size(unit), np.int64),
+    }
+    if display == "copies":
+        part.update(_pack_display(spectra))
+    else:
+        thumbs = [thumbnail(s) for s in spectra]
+        part["thumbs"] = np.array([t for t, _ in thumbs], np.float16).reshape(-1, THUMB_PIXELS)
+        part["flux_scale"] = np.array([s for _, s in thumbs], np.float64)
     timings["display_copy"] += time.perf_counter() - tick
-    return {"positions": np.asarray(positions, np.int64)[keep], "embeddings": embeddings[keep],
-            "surveys": np.array([s.survey for s in spectra], dtype="U32"), **display}
+    return part
 
 
 def _part(path: Path) -> Path:
@@ -249,57 +322,143 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _assemble(chunks: list[Path], stage: Path) -> tuple[np.ndarray, ...]:
-    """Concatenate the chunk files into the display arrays.
+# -- assembling the parts, with bounded memory ---------------------------------------------------
 
-    Returns the plan positions kept, their embeddings, display rows and survey keys.
+
+def _arrow_schema(columns: Sequence[str], display: str):
+    import pyarrow as pa
+
+    kinds = {"str": pa.string(), "float": pa.float64(), "int": pa.int64()}
+    fields = [pa.field(name, kinds[column_kind(name)]) for name in columns]
+    fields += [pa.field("snr", pa.float64()), pa.field("n_pixels", pa.int64()),
+               pa.field("wave_min", pa.float64()), pa.field("wave_max", pa.float64())]
+    if display == "source":
+        fields += [pa.field("flux_scale", pa.float64()), pa.field(INDEX_ROW, pa.int64())]
+    return pa.schema(fields)
+
+
+def _part_table(data, schema, first_row: int):
+    import pyarrow as pa
+
+    arrays = []
+    for field in schema:
+        name = field.name
+        if name == INDEX_ROW:
+            arrays.append(pa.array(np.arange(first_row, first_row + len(data["snr"])), pa.int64()))
+            continue
+        values = data[f"meta__{name}"] if f"meta__{name}" in data else data[name]
+        if pa.types.is_string(field.type):
+            text = values.astype(str)
+            arrays.append(pa.array(text, pa.string(), mask=(text == "") | (text == "None")))
+        else:
+            arrays.append(pa.array(values, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _count_into(counts: dict, table) -> None:
+    frame = table.select(["survey", "origin", "class"]).to_pandas()
+    for name in ("survey", "origin", "class"):
+        counts[name].update(frame[name].astype("string").fillna("-").tolist())
+    both = frame[frame["survey"].notna() & frame["origin"].notna()]
+    counts["survey_origin"].update((both["survey"] + "|" + both["origin"]).tolist())
+
+
+def _assemble(chunks: list[Path], stage: Path, display: str, dim: int, columns: Sequence[str]) -> dict:
+    """Write the stage's embeddings, metadata, display copies or thumbnails from the parts.
+
+    One part is in memory at a time; everything else goes straight to memory-mapped
+    arrays and Parquet row groups. Returns counts, errors and sizes.
     """
-    totals = Counter()
+    import pyarrow.parquet as pq
+
+    n, totals = 0, Counter()
     for path in chunks:
         with np.load(path, allow_pickle=False) as data:
-            for name in ("flux", "mask", "wave"):
-                totals[name] += data[name].size
-    (stage / "display").mkdir(parents=True, exist_ok=True)
-    dtypes = {"flux": np.float16, "mask": np.uint8, "wave": np.float32}
-    outputs = {
-        name: np.lib.format.open_memmap(stage / "display" / f"{name}.npy", "w+", dtypes[name],
-                                        (totals[name],))
-        for name in dtypes
-    }
-    at = Counter()
-    positions, embeddings, rows, surveys, segments = [], [], [], [], []
-    n_segments = 0
-    for path in chunks:
-        with np.load(path, allow_pickle=False) as data:
-            chunk_rows = data["rows"].copy()
-            chunk_rows["flux_offset"] += at["flux"]
-            chunk_rows["mask_offset"] += at["mask"]
-            explicit = chunk_rows["wave_offset"] >= 0
-            chunk_rows["wave_offset"][explicit] += at["wave"]
-            chunk_rows["segment_offset"] += n_segments
-            segments.append(data["segments"])
-            n_segments += len(data["segments"])
-            for name, out in outputs.items():
-                part = data[name]
-                out[at[name] : at[name] + part.size] = part
-                at[name] += part.size
-            positions.append(data["positions"])
-            embeddings.append(data["embeddings"])
-            rows.append(chunk_rows)
-            surveys.append(data["surveys"])
+            n += len(data["snr"])
+            if display == "copies":
+                for name in ("flux", "mask", "wave"):
+                    totals[name] += data[name].size
+    stage.mkdir(parents=True, exist_ok=True)
+    dtype = np.float32 if display == "copies" else np.float16  # float16: re-ranking only
+    embeddings = np.lib.format.open_memmap(stage / "embeddings.npy", "w+", dtype, (n, dim))
+    outputs: dict[str, np.ndarray] = {}
+    if display == "copies":
+        (stage / "display").mkdir(parents=True, exist_ok=True)
+        dtypes = {"flux": np.float16, "mask": np.uint8, "wave": np.float32}
+        outputs = {name: np.lib.format.open_memmap(stage / "display" / f"{name}.npy", "w+",
+                                                   dtypes[name], (totals[name],)) for name in dtypes}
+    else:
+        thumbs = np.lib.format.open_memmap(stage / "thumbnails.npy", "w+", np.float16, (n, THUMB_PIXELS))
+    schema = _arrow_schema(columns, display)
+    writer = pq.ParquetWriter(stage / "metadata.parquet", schema)
+    counts = {name: Counter() for name in ("survey", "origin", "class", "survey_origin")}
+    errors: list[tuple[str, str]] = []
+    n_errors = n_planned = 0
+    at, row = Counter(), 0
+    rows, segments, n_segments = [], [], 0
+    try:
+        for path in chunks:
+            with np.load(path, allow_pickle=False) as data:
+                size = len(data["snr"])
+                embeddings[row : row + size] = data["embeddings"]
+                table = _part_table(data, schema, row)
+                if size:
+                    writer.write_table(table)
+                    _count_into(counts, table)
+                n_planned += int(data["n_planned"])
+                n_errors += len(data["error_source"])
+                room = MAX_ERRORS_LISTED - len(errors)
+                if room > 0:
+                    errors.extend(zip(data["error_source"][:room].tolist(), data["error_reason"][:room].tolist()))
+                if display == "copies":
+                    chunk_rows = data["rows"].copy()
+                    chunk_rows["flux_offset"] += at["flux"]
+                    chunk_rows["mask_offset"] += at["mask"]
+                    explicit = chunk_rows["wave_offset"] >= 0
+                    chunk_rows["wave_offset"][explicit] += at["wave"]
+                    chunk_rows["segment_offset"] += n_segments
+                    segments.append(data["segments"])
+                    n_segments += len(data["segments"])
+                    for name, out in outputs.items():
+                        part = data[name]
+                        out[at[name] : at[name] + part.size] = part
+                        at[name] += part.size
+                    rows.append(chunk_rows)
+                else:
+                    thumbs[row : row + size] = data["thumbs"]
+                row += size
+    finally:
+        writer.close()
+    embeddings.flush()
     for out in outputs.values():
         out.flush()
-    del outputs
-    _save_npy(stage / "display" / "segments.npy", np.concatenate(segments))
-    return (np.concatenate(positions), np.concatenate(embeddings), np.concatenate(rows),
-            np.concatenate(surveys))
+    if display == "copies":
+        _save_npy(stage / "display" / "segments.npy",
+                  np.concatenate(segments) if segments else np.zeros(0, SEGMENT_DTYPE))
+        _save_npy(stage / "display" / "rows.npy", np.concatenate(rows) if rows else np.zeros(0, ROW_DTYPE))
+    else:
+        thumbs.flush()
+    del embeddings, outputs
+    return {"n": n, "n_planned": n_planned, "n_errors": n_errors, "errors": errors,
+            "counts": {k: dict(sorted(v.items())) for k, v in counts.items()}}
 
 
 # -- FAISS and the map -----------------------------------------------------------------------------
 
 
-def _build_faiss(embeddings: np.ndarray, factory: str) -> tuple[Any, dict]:
-    """The FAISS index, trained and filled; approximate ones tuned to TARGET_RECALL."""
+def _as_f32(block: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(block, dtype=np.float32)
+
+
+def _sample_ids(n: int, size: int, seed: int = 0) -> np.ndarray:
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def _build_faiss(embeddings: np.ndarray, factory: str, rerank: int = 0,
+                 target: float | None = None) -> tuple[Any, dict]:
+    """The FAISS index, trained on a sample and filled in batches; approximate ones tuned."""
     import faiss
 
     n, dim = embeddings.shape
@@ -311,8 +470,7 @@ def _build_faiss(embeddings: np.ndarray, factory: str) -> tuple[Any, dict]:
             "use e.g. 'Flat', 'HNSW32,Flat' or 'IVF1024,PQ32'"
         ) from None
     if not index.is_trained:
-        rng = np.random.default_rng(0)
-        sample = embeddings[np.sort(rng.choice(n, min(n, 200_000), replace=False))]
+        sample = _as_f32(embeddings[_sample_ids(n, TRAIN_SAMPLE)])
         try:
             index.train(sample)
         except RuntimeError as err:
@@ -320,40 +478,48 @@ def _build_faiss(embeddings: np.ndarray, factory: str) -> tuple[Any, dict]:
                 f"FAISS cannot train {factory!r} on {n} vectors ({str(err).splitlines()[-1][:120]}); "
                 "choose fewer lists/centroids or the exact 'Flat'"
             ) from None
-    for start in range(0, n, 100_000):
-        index.add(np.ascontiguousarray(embeddings[start : start + 100_000]))
-    return index, tune_search(index, embeddings, factory)
+        del sample
+    for start in range(0, n, ADD_BATCH):
+        index.add(_as_f32(embeddings[start : start + ADD_BATCH]))
+    if target is None:
+        target = IVF_TARGET_RECALL if "IVF" in factory else TARGET_RECALL
+    return index, tune_search(index, embeddings, factory, target=target, rerank=rerank)
 
 
 def tune_search(index, embeddings: np.ndarray, factory: str, target: float = TARGET_RECALL,
-                n_queries: int = 300, seed: int = 0) -> dict:
+                n_queries: int = 300, seed: int = 0, rerank: int = 0) -> dict:
     """The smallest efSearch / nprobe whose recall@10 against exact search reaches ``target``.
 
     Queries are indexed vectors whose own match is left out of both answers: as
-    hard as a new spectrum like those indexed (finding oneself is too easy).
+    hard as a new spectrum like those indexed (finding oneself is too easy). With
+    ``rerank``, recall is measured after the exact re-ranking that search applies.
     """
     import faiss
 
     name = "efSearch" if "HNSW" in factory else "nprobe" if "IVF" in factory else None
     if name is None or len(embeddings) < 2:
         return {}
-    rng = np.random.default_rng(seed)
     n = len(embeddings)
-    ids = np.sort(rng.choice(n, min(n, n_queries), replace=False))
-    queries = np.ascontiguousarray(embeddings[ids])
+    ids = _sample_ids(n, min(n, n_queries), seed)
+    queries = _as_f32(embeddings[ids])
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     k = min(10, n - 1)
-    _, truth = faiss.knn(queries, np.ascontiguousarray(embeddings), k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    _, truth = exact_knn(queries, embeddings, k + 1)
 
     def others(found: np.ndarray) -> list[set]:
         return [set([i for i in row if i != own and i >= 0][:k]) for row, own in zip(found, ids)]
 
     truth_sets = others(truth)
     space = faiss.ParameterSpace()
-    values = [16, 32, 64, 128, 256, 512, 1024] if name == "efSearch" else [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    values = [16, 32, 64, 128, 256, 512, 1024] if name == "efSearch" else \
+        [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v <= max(1, _nlist(index))]
     chosen = {name: values[-1], "recall_at_10": None}
     for value in values:
         space.set_index_parameter(index, name, value)
-        _, found = index.search(queries, k + 1)
+        if rerank:
+            _, found = rerank_search(index, embeddings, queries, k + 1, rerank)
+        else:
+            _, found = index.search(queries, k + 1)
         recall = float(np.mean([len(a & b) / k for a, b in zip(others(found), truth_sets)]))
         chosen = {name: value, "recall_at_10": round(recall, 4)}
         if recall >= target:
@@ -362,32 +528,69 @@ def tune_search(index, embeddings: np.ndarray, factory: str, target: float = TAR
     return chosen
 
 
-def _fit_map(embeddings: np.ndarray, use_umap: bool, progress: bool) -> tuple[np.ndarray, dict, np.ndarray | None]:
-    """2-D map coordinates: UMAP (cosine, seeded); PCA when UMAP is off or there are too few points."""
+def _nlist(index) -> int:
+    import faiss
+
+    try:
+        return int(faiss.extract_index_ivf(index).nlist)
+    except RuntimeError:
+        return 1024
+
+
+def _fit_map(embeddings: np.ndarray, use_umap: bool, progress: bool,
+             sample: int | None = None) -> tuple[np.ndarray, dict, np.ndarray | None]:
+    """2-D map coordinates: UMAP (cosine, seeded) on a sample, PCA when UMAP is off or there are too few points.
+
+    UMAP is fitted on at most ``sample`` points (MAP_SAMPLE); every other point is
+    placed at the similarity-weighted mean of its 5 nearest sample points (the
+    placement :class:`~spectok_core.index.SpectrumIndex` uses for new spectra).
+    PCA is fitted on the sample and projects every point exactly.
+    """
+    import faiss
+
     n = len(embeddings)
-    if use_umap and n >= 10:
+    ids = _sample_ids(n, sample or MAP_SAMPLE, seed=1)
+    fit = _as_f32(embeddings[ids])
+    if use_umap and len(ids) >= 10:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # n_jobs forced to 1 by random_state, etc.
             import umap
 
-            n_neighbors = min(15, n - 1)
+            n_neighbors = min(15, len(ids) - 1)
             n_epochs = UMAP_EPOCHS
             if progress:
-                print(f"fitting the UMAP map of {n:,} embeddings", file=sys.stderr)
+                print(f"fitting the UMAP map of {len(ids):,} embeddings", file=sys.stderr)
             reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=0.1, metric="cosine",
-                                random_state=0, n_epochs=n_epochs, init="spectral" if n > 50 else "random")
-            coords = reducer.fit_transform(embeddings).astype(np.float32)
+                                random_state=0, n_epochs=n_epochs, init="spectral" if len(ids) > 50 else "random")
+            fitted = reducer.fit_transform(fit).astype(np.float32)
         info = {"method": "umap", "n_neighbors": n_neighbors, "min_dist": 0.1, "metric": "cosine",
                 "n_epochs": n_epochs, "random_state": 0, "a": float(reducer._a),
-                "b": float(reducer._b), "umap_version": umap.__version__}
+                "b": float(reducer._b), "umap_version": umap.__version__, "sample": int(len(ids))}
+        if len(ids) == n:
+            return fitted, info, None
+        coords = np.zeros((n, 2), np.float32)
+        coords[ids] = fitted
+        rest = np.setdiff1d(np.arange(n), ids)
+        flat = faiss.IndexFlatIP(fit.shape[1])
+        flat.add(fit / np.linalg.norm(fit, axis=1, keepdims=True))
+        for start in range(0, len(rest), ADD_BATCH):
+            chunk = rest[start : start + ADD_BATCH]
+            queries = _as_f32(embeddings[chunk])
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+            sims, found = flat.search(queries, 5)
+            weights = np.clip(sims, 1e-6, None)
+            coords[chunk] = (weights[:, :, None] * fitted[found]).sum(1) / weights.sum(1, keepdims=True)
+        info["placed"] = "neighbours"
         return coords, info, None
-    mean = embeddings.mean(axis=0, dtype=np.float64)
-    centred = embeddings - mean
+    mean = fit.mean(axis=0, dtype=np.float64)
+    centred = fit - mean
     _, vectors = np.linalg.eigh(centred.T @ centred)
     components = vectors[:, ::-1][:, :2].T
     components *= np.sign(components[np.arange(2), np.abs(components).argmax(axis=1)])[:, None]
-    coords = (centred @ components.T).astype(np.float32)
-    return coords, {"method": "pca"}, np.vstack([mean, components]).astype(np.float32)
+    coords = np.zeros((n, 2), np.float32)
+    for start in range(0, n, ADD_BATCH):
+        coords[start : start + ADD_BATCH] = (_as_f32(embeddings[start : start + ADD_BATCH]) - mean) @ components.T
+    return coords, {"method": "pca", "sample": int(len(ids))}, np.vstack([mean, components]).astype(np.float32)
 
 
 # -- the build ------------------------------------------------------------------------------------
@@ -406,10 +609,43 @@ def _plan(corpus: Path, where, max_spectra) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _plan_key(plan: pd.DataFrame, corpus_hash: str, weights_hash: str) -> str:
-    digest = hashlib.sha256(f"{FORMAT_VERSION}:{CHUNK_SIZE}:{corpus_hash}:{weights_hash}\n".encode())
+def _plan_key(units_digest: str, weights_hash: str, display: str, where) -> str:
+    digest = hashlib.sha256(f"{FORMAT_VERSION}:{CHUNK_SIZE}:{units_digest}:{weights_hash}:{display}:"
+                            f"{sorted((where or {}).items())!r}\n".encode())
+    return digest.hexdigest()
+
+
+def _corpus_digest(plan: pd.DataFrame, corpus_hash: str) -> str:
+    digest = hashlib.sha256(corpus_hash.encode())
     digest.update("\n".join(plan["shard"].astype(str) + ":" + plan["shard_row"].astype(str)).encode())
     return digest.hexdigest()
+
+
+def _embed_all(units: list[dict], work: Path, tokenizer, batch_size: int, display: str, progress: bool,
+               timings: Counter, where, scheduler: str = "local", workers: int | None = None,
+               model_dir: Path | None = None, worker_hash: str | None = None) -> list[Path]:
+    """Embed every unit into its part, skipping parts an earlier run saved; returns the part files."""
+    from tqdm import tqdm
+
+    chunk_files = [work / "chunks" / f"chunk-{c:05d}.npz" for c in range(len(units))]
+    todo = [(c, unit) for c, unit in enumerate(units) if not chunk_files[c].is_file()]
+    total = sum(unit_size(u) for u in units)
+    bar = tqdm(total=total, initial=total - sum(unit_size(u) for _, u in todo), unit="spectra",
+               desc="embedding", disable=not progress)
+    if scheduler == "local":
+        for c, unit in todo:
+            _save_npz(chunk_files[c], _embed_chunk(unit, tokenizer, batch_size, display, timings, where))
+            bar.update(unit_size(unit))
+    else:
+        from .index_cluster import run_parts
+
+        tick = time.perf_counter()
+        run_parts([(unit, chunk_files[c]) for c, unit in todo], scheduler, workers, model_dir,
+                  worker_hash or tokenizer.weights_hash, batch_size, display, where,
+                  on_done=lambda unit: bar.update(unit_size(unit)))
+        timings["embed_cluster"] += time.perf_counter() - tick
+    bar.close()
+    return chunk_files
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -433,36 +669,6 @@ def _open_work(work: Path, key: str, n: int, progress: bool) -> None:
             shutil.rmtree(work)
     (work / "chunks").mkdir(parents=True, exist_ok=True)
     _write_json(plan_file, {"key": key, "n": n})
-
-
-def _embed_all(corpus: Path, plan: pd.DataFrame, work: Path, tokenizer, batch_size: int,
-               progress: bool, timings: Counter) -> list[Path]:
-    """Embed the plan chunk by chunk, skipping chunks an earlier run saved; returns the chunk files."""
-    from tqdm import tqdm
-
-    n_chunks = -(-len(plan) // CHUNK_SIZE)
-    chunk_files = [work / "chunks" / f"chunk-{c:05d}.npz" for c in range(n_chunks)]
-    done = sum(p.is_file() for p in chunk_files)
-    bar = tqdm(total=len(plan), initial=min(len(plan), done * CHUNK_SIZE), unit="spectra",
-               desc="embedding", disable=not progress)
-    for c, path in enumerate(chunk_files):
-        if path.is_file():
-            continue
-        part = plan.iloc[c * CHUNK_SIZE : (c + 1) * CHUNK_SIZE]
-        _save_npz(path, _embed_chunk(corpus, part, tokenizer, batch_size, timings))
-        bar.update(len(part))
-    bar.close()
-    return chunk_files
-
-
-def _counts(metadata: pd.DataFrame) -> dict:
-    counts = {
-        name: {str(k): int(v) for k, v in metadata[name].astype("string").fillna("-").value_counts().items()}
-        for name in ("survey", "origin", "class")
-    }
-    pairs = metadata.groupby(["survey", "origin"], observed=True).size()
-    counts["survey_origin"] = {f"{s}|{o}": int(v) for (s, o), v in pairs.items()}
-    return counts
 
 
 def _swap_into_place(stage: Path, out: Path) -> None:
@@ -509,101 +715,180 @@ def build_lock(out: Path):
         handle.close()  # releases the lock; the empty lock file stays, so no build races its removal
 
 
-def build(corpus: str | os.PathLike, out: str | os.PathLike, tokenizer=None, *,
-          factory: str | None = None, batch_size: int = 64, where: Mapping[str, Any] | None = None,
-          max_spectra: int | None = None, progress: bool = True, umap: bool = True) -> SpectrumIndex:
-    """Embed a corpus and write an index folder at ``out``; see :meth:`SpectrumIndex.build`.
+def build(sources, out: str | os.PathLike, tokenizer=None, *, factory: str | None = None,
+          batch_size: int = 64, where: Mapping[str, Any] | None = None, max_spectra: int | None = None,
+          progress: bool = True, umap: bool = True, scheduler: str = "local", workers: int | None = None,
+          display: str = "auto", rerank: int | None = None, map_sample: int | None = None) -> Path:
+    """Embed spectra and write an index folder at ``out``; returns ``out``.
+
+    ``sources``: a corpus folder, or survey files / folders / globs / MMU HDF5 shards
+    (one or a list). ``scheduler``: "local" (this process), "dask" (a LocalCluster
+    of ``workers`` processes) or a scheduler address "tcp://HOST:8786".
+    ``display``: "copies" (float16 copies of every spectrum), "source" (read from
+    the sources, else a thumbnail) or "auto" (copies up to DISPLAY_LIMIT spectra).
+    ``rerank``: candidates per result re-scored exactly (default RERANK for IVF-PQ).
+    See :meth:`spectok_core.index.SpectrumIndex.build`.
 
     Holds :func:`build_lock` on ``out`` throughout: a second build into the same
     folder stops with a SpectrumError instead of sharing the work folder.
     """
     out = Path(out)
     with build_lock(out):
-        return _build(corpus, out, tokenizer, factory=factory, batch_size=batch_size, where=where,
-                      max_spectra=max_spectra, progress=progress, umap=umap)
+        _build(sources, out, tokenizer, factory=factory, batch_size=batch_size, where=where,
+               max_spectra=max_spectra, progress=progress, umap=umap, scheduler=scheduler,
+               workers=workers, display=display, rerank=rerank, map_sample=map_sample)
+    return out
 
 
-def _build(corpus: str | os.PathLike, out: Path, tokenizer=None, *, factory: str | None,
-           batch_size: int, where: Mapping[str, Any] | None, max_spectra: int | None,
-           progress: bool, umap: bool) -> SpectrumIndex:
+def _check_scheduler(scheduler: str, workers: int | None) -> None:
+    if scheduler in ("local", "dask") or scheduler.startswith(("tcp://", "tls://", "ucx://")):
+        if workers is not None and workers < 1:
+            raise SpectrumError(f"--workers must be at least 1, got {workers}")
+        return
+    raise SpectrumError(f"scheduler {scheduler!r}: use 'local', 'dask' (with --workers N) or a "
+                        "scheduler address such as tcp://HOST:8786")
+
+
+def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: int,
+           where: Mapping[str, Any] | None, max_spectra: int | None, progress: bool, umap: bool,
+           scheduler: str, workers: int | None, display: str, rerank: int | None,
+           map_sample: int | None) -> None:
     import faiss
 
     from . import __version__
-    from .data.corpus import corpus_hash as hash_corpus
 
-    corpus, out = Path(corpus), Path(out)
+    _check_scheduler(scheduler, workers)
+    if display not in ("auto", "copies", "source"):
+        raise SpectrumError(f"display {display!r}: use 'auto', 'copies' or 'source'")
+    source_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    if not source_list:
+        raise SpectrumError("no sources given: name a corpus folder, survey files, folders or globs")
     if out.exists() and not (out / "manifest.json").is_file() and any(out.iterdir()):
         raise SpectrumError(f"{out} exists and is not an index folder; choose a new --out "
                             "(a build replaces the folder at --out)")
+    model_dir = Path(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else None
+    if tokenizer is None:
+        from .model.tokenizer import DEFAULT_MODEL
+
+        model_dir = Path(DEFAULT_MODEL)
     tokenizer = _resolve_tokenizer(tokenizer)
     if not tokenizer.weights_hash:
         raise SpectrumError(
             "the model has no saved weights, so the index could not say which model made it; "
             "save it first (tok.save(folder)) and build with Tokenizer.from_pretrained(folder)"
         )
-    if not corpus.is_dir():
-        raise SpectrumError(f"corpus folder {corpus} does not exist; build one with `spectok corpus build`")
     start = time.time()
-    corpus_digest = hash_corpus(corpus)
-    plan = _plan(corpus, where, max_spectra)
+    corpus = Path(source_list[0]) if len(source_list) == 1 and is_corpus(Path(source_list[0])) else None
+    if corpus is None and len(source_list) == 1 and Path(source_list[0]).is_dir() \
+            and (Path(source_list[0]) / "manifest.json").is_file() and (Path(source_list[0]) / "index.faiss").is_file():
+        raise SpectrumError(f"{source_list[0]} is an index folder, not spectra to index")
+    source_errors: list[tuple[str, str]] = []
+    if corpus is not None:
+        from .data.corpus import corpus_hash as hash_corpus
+
+        corpus_digest = hash_corpus(corpus)
+        plan = _plan(corpus, where, max_spectra)
+        units = corpus_units(corpus, plan, CHUNK_SIZE)
+        units_digest = _corpus_digest(plan, corpus_digest)
+        unit_where = None
+    else:
+        if max_spectra is not None:
+            raise SpectrumError("--max-spectra picks a representative mix of a corpus folder; "
+                                "for files, name fewer files")
+        if len(source_list) == 1 and not any(c in str(source_list[0]) for c in "*?[") \
+                and not Path(source_list[0]).exists():
+            raise SpectrumError(f"{source_list[0]} does not exist; give a corpus folder (from "
+                                "`spectok corpus build`), survey files, folders or globs")
+        units, source_errors, units_digest = file_units(source_list, CHUNK_SIZE)
+        corpus_digest = None
+        unit_where = where
+        if not units:
+            raise SpectrumError(f"no files to read in {', '.join(map(str, source_list))}"
+                                + (f" ({source_errors[0][1]})" if source_errors else ""))
+    n_planned = sum(unit_size(u) for u in units)
+    if display == "auto":
+        display = "copies" if n_planned <= DISPLAY_LIMIT else "source"
     work = out.parent / f".{out.name}.building"
-    _open_work(work, _plan_key(plan, corpus_digest, tokenizer.weights_hash), len(plan), progress)
+    _open_work(work, _plan_key(units_digest, tokenizer.weights_hash, display, where), n_planned, progress)
+    if scheduler != "local" and model_dir is None:
+        model_dir = work / "model"  # a Tokenizer object: the workers load this saved copy
+    worker_hash = tokenizer.weights_hash
+    if scheduler != "local" and model_dir == work / "model":
+        import copy
+
+        saved = copy.copy(tokenizer)  # save() records the copy's own file hash on the copy
+        saved.save(model_dir)
+        worker_hash = saved.weights_hash
     timings: Counter = Counter()
-    chunk_files = _embed_all(corpus, plan, work, tokenizer, batch_size, progress, timings)
+    chunk_files = _embed_all(units, work, tokenizer, batch_size, display, progress, timings, unit_where,
+                             scheduler, workers, model_dir, worker_hash)
 
     tick = time.perf_counter()
     stage = work / "stage"
     if stage.exists():
         shutil.rmtree(stage)
-    positions, embeddings, rows, survey_keys = _assemble(chunk_files, stage)
-    if not len(positions):
-        raise SpectrumError(f"none of the {len(plan)} selected spectra could be read or embedded")
-    metadata = plan.iloc[positions].reset_index(drop=True)
-    metadata["survey"] = pd.Categorical(survey_keys.astype(object))  # the keys the model was given
-    metadata["snr"] = rows["snr"].astype(np.float64)
-    metadata["n_pixels"] = rows["n_pixels"].astype(np.int64)
-    metadata["wave_min"], metadata["wave_max"] = _wave_span(
-        rows, np.load(stage / "display" / "segments.npy"), np.load(stage / "display" / "wave.npy"))
+    columns = list(units[0]["meta"]) if corpus is not None else [*METADATA_COLUMNS, "source", "source_row"]
+    summary = _assemble(chunk_files, stage, display, tokenizer.config.d_embed, columns)
+    n = summary["n"]
+    if not n:
+        reason = f" (first: {source_errors[0] if source_errors else summary['errors'][0]})" \
+            if source_errors or summary["errors"] else ""
+        raise SpectrumError(f"none of the {n_planned} planned spectra could be read or embedded{reason}")
+    embeddings = np.load(stage / "embeddings.npy", mmap_mode="r")
     timings["assemble"] += time.perf_counter() - tick
 
     tick = time.perf_counter()
-    factory = factory or ("Flat" if len(embeddings) <= EXACT_LIMIT else APPROX_FACTORY)
+    factory = factory or ("Flat" if n <= EXACT_LIMIT else ivf_factory(n, embeddings.shape[1]))
+    if rerank is None:
+        rerank = RERANK if "PQ" in factory and display == "source" else 0
+    if rerank and display != "source":
+        rerank = 0  # copies-mode indexes keep float32 embeddings: re-ranking them is exact search anyway
     if progress:
-        print(f"building the FAISS index ({factory}) of {len(embeddings):,} vectors", file=sys.stderr)
-    index, search_params = _build_faiss(embeddings, factory)
+        print(f"building the FAISS index ({factory}) of {n:,} vectors", file=sys.stderr)
+    index, search_params = _build_faiss(embeddings, factory, rerank)
+    if rerank:
+        search_params["rerank"] = int(rerank)
     timings["faiss"] += time.perf_counter() - tick
     tick = time.perf_counter()
-    coords, map_info, map_arrays = _fit_map(embeddings, umap, progress)
+    coords, map_info, map_arrays = _fit_map(embeddings, umap, progress, map_sample)
     timings["map"] += time.perf_counter() - tick
 
     tick = time.perf_counter()
-    _save_npy(stage / "embeddings.npy", embeddings.astype(np.float32))
     _save_npy(stage / "coords.npy", coords)
-    _save_npy(stage / "display" / "rows.npy", rows)
     if map_arrays is not None:
         _save_npy(stage / "map.npy", map_arrays)
     faiss.write_index(index, str(stage / "index.faiss"))
-    metadata.to_parquet(stage / "metadata.parquet", index=False)
-    files = [*DATA_FILES, *(["map.npy"] if map_arrays is not None else [])]
+    del index, embeddings
+    data_files = DATA_FILES if display == "copies" else SOURCE_DATA_FILES
+    files = [*data_files, *(["map.npy"] if map_arrays is not None else [])]
+    errors = source_errors + summary["errors"]
     manifest = {
         "format_version": FORMAT_VERSION,
         "spectok_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model_id": tokenizer.model_id,
         "weights_hash": tokenizer.weights_hash,
-        "corpus": str(corpus),
+        "corpus": str(corpus) if corpus is not None else None,
         "corpus_hash": corpus_digest,
+        "sources": [str(s) for s in source_list],
+        "source_roots": [str(corpus.resolve())] if corpus is not None else source_roots(source_list),
         "selection": {"where": {k: list(v) if isinstance(v, (tuple, set)) else v
                                 for k, v in (where or {}).items()},
-                      "max_spectra": max_spectra, "selected": len(plan),
-                      "skipped_unreadable": int(len(plan) - len(positions))},
-        "n": int(len(embeddings)),
-        "counts": _counts(metadata),
+                      "max_spectra": max_spectra, "selected": n_planned,
+                      "skipped_unreadable": int(max(0, n_planned - n))},
+        "unreadable": {"count": len(source_errors) + summary["n_errors"],
+                       "listed": [{"source": s, "reason": r} for s, r in errors[:MAX_ERRORS_LISTED]]},
+        "n": int(n),
+        "counts": summary["counts"],
         "metric": "inner_product",
-        "dimension": int(embeddings.shape[1]),
+        "dimension": int(tokenizer.config.d_embed),
+        "display": display,
+        "embeddings_dtype": "float32" if display == "copies" else "float16",
         "factory": factory,
         "search_params": search_params,
         "map": map_info,
+        "build": {"scheduler": scheduler if not scheduler.startswith(("tcp", "tls", "ucx")) else "address",
+                  "workers": workers, "parts": len(chunk_files), "chunk_size": CHUNK_SIZE},
         # This run only: a resumed build does not repeat the chunks it found.
         "seconds": {**{k: round(v, 2) for k, v in timings.items()},
                     "write": round(time.perf_counter() - tick, 2),
@@ -613,26 +898,3 @@ def _build(corpus: str | os.PathLike, out: Path, tokenizer=None, *, factory: str
     _write_json(stage / "manifest.json", manifest)  # last: a folder without it is no index
     _swap_into_place(stage, out)
     shutil.rmtree(work, ignore_errors=True)
-    return SpectrumIndex.load(out, tokenizer=tokenizer)
-
-
-def _wave_span(rows: np.ndarray, segments: np.ndarray, wave: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First and last wavelength of every display copy, without expanding the grids."""
-    first, last = np.zeros(len(rows)), np.zeros(len(rows))
-    regular = np.flatnonzero(rows["n_segments"] > 0)
-    head = segments[rows["segment_offset"][regular]]
-    tail = segments[rows["segment_offset"][regular] + rows["n_segments"][regular] - 1]
-    for kind in (LINEAR, LOG, AIR_LINEAR):
-        at, end = head["grid"] == kind, tail["grid"] == kind
-        if at.any():
-            first[regular[at]] = grid_wave(kind, head["start"][at], 0.0, 1)
-        if end.any():
-            axis_end = tail["start"][end] + tail["step"][end] * (tail["n_pixels"][end] - 1)
-            last[regular[end]] = grid_wave(kind, axis_end, 0.0, 1)
-    explicit = np.flatnonzero(rows["n_segments"] == 0)
-    if explicit.size:
-        at = rows["wave_offset"][explicit]
-        first[explicit] = wave[at]
-        last[explicit] = wave[at + rows["n_pixels"][explicit] - 1]
-    return first, last
-

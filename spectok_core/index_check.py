@@ -93,7 +93,7 @@ def check_manifest(path: Path, manifest: Any, data_files, manifest_path: Path) -
             not isinstance(params.get(k, 1), int) or params.get(k, 1) < 1 for k in ("efSearch", "nprobe")):
         raise bad("search_params", "must be an object with positive whole efSearch / nprobe")
     files = manifest.get("files")
-    allowed = set(data_files) | {"map.npy"}
+    allowed = set(data_files) | {"map.npy"}  # the data files of the manifest's display mode
     if not isinstance(files, dict) or not set(data_files) <= set(files) or not set(files) <= allowed:
         raise bad("files", f"must be an object naming exactly its data files ({', '.join(data_files)})")
     for name, record in files.items():
@@ -147,18 +147,25 @@ def check_arrays(index, finite: bool | None = None) -> None:
     from .index import ROW_DTYPE, SEGMENT_DTYPE
 
     path, n, dim = index.path, index.manifest["n"], index.manifest["dimension"]
-    _expect(path, "embeddings.npy", index._embeddings, np.float32, (n, dim))
+    copies = index.manifest.get("display", "copies") == "copies"
+    _expect(path, "embeddings.npy", index._embeddings, np.float32 if copies else np.float16, (n, dim))
     _expect(path, "coords.npy", index._coords, np.float32, (n, 2))
-    _expect(path, "display/rows.npy", index._rows, ROW_DTYPE, (n,))
-    _expect(path, "display/flux.npy", index._flux, np.float16, (None,))
-    _expect(path, "display/mask.npy", index._mask, np.uint8, (None,))
-    _expect(path, "display/wave.npy", index._wave, np.float32, (None,))
-    _expect(path, "display/segments.npy", index._segments, SEGMENT_DTYPE, (None,))
     if index._map is not None:
         _expect(path, "map.npy", index._map, np.float32, (3, dim))
     if index._index.d != dim:
         raise SpectrumError(f"index file {path / 'index.faiss'} holds {index._index.d}-dimensional "
                             f"vectors, the manifest says {dim}; {_hint(path)}")
+    if not copies:
+        from .index_format import THUMB_PIXELS
+
+        _expect(path, "thumbnails.npy", index._thumbs, np.float16, (n, THUMB_PIXELS))
+        _check_finite(index, finite)
+        return
+    _expect(path, "display/rows.npy", index._rows, ROW_DTYPE, (n,))
+    _expect(path, "display/flux.npy", index._flux, np.float16, (None,))
+    _expect(path, "display/mask.npy", index._mask, np.uint8, (None,))
+    _expect(path, "display/wave.npy", index._wave, np.float32, (None,))
+    _expect(path, "display/segments.npy", index._segments, SEGMENT_DTYPE, (None,))
     rows = index._rows
     pixels = rows["n_pixels"].astype(np.int64)
     n_seg = rows["n_segments"].astype(np.int64)
@@ -189,6 +196,11 @@ def check_arrays(index, finite: bool | None = None) -> None:
             row = int(np.argmax(wrong))
             raise SpectrumError(f"index file {path / 'display/rows.npy'}: row {row} points to {what} "
                                 f"({int(np.count_nonzero(wrong))} rows do); {_hint(path)}")
+    _check_finite(index, finite)
+
+
+def _check_finite(index, finite: bool | None) -> None:
+    path, n = index.path, index.manifest["n"]
     if finite is None:
         finite = sum(r["bytes"] for r in index.manifest["files"].values()) <= HASH_AT_LOAD
     if finite:

@@ -12,8 +12,8 @@ import pytest
 from spectok_core import Spectrum, SpectrumError, index_build, read_spectra, surveys
 from spectok_core import index as index_module
 from spectok_core.cli import main
-from spectok_core.index import SpectrumIndex, segments_wave, select_demo, select_rows
-from spectok_core.index_build import describe_grid
+from spectok_core.index import SpectrumIndex, segments_wave, select_rows
+from spectok_core.index_build import describe_grid, select_demo
 from spectok_core.io.mmu import write_mmu_shard
 from spectok_core.model import Tokenizer
 from spectok_core.spectrum import air_to_vacuum
