@@ -117,6 +117,9 @@ def ivf_factory(n: int, dim: int) -> str:
 
 # -- a representative mix -------------------------------------------------------------------------
 
+#: Surveys whose real spectra a demo selection always takes in whole (issue 13: "SDSS + real").
+SURVEY_REAL = ("sdss", "boss", "desi", "lamost_lrs", "lamost_mrs", "apogee")
+
 
 def select_demo(metadata: pd.DataFrame, n_per_group: int | None = None,
                 max_total: int = DEMO_SIZE, seed: int = 0) -> np.ndarray:
@@ -125,7 +128,8 @@ def select_demo(metadata: pd.DataFrame, n_per_group: int | None = None,
     Groups take turns, one spectrum each per round, until ``max_total`` is reached
     or each group has given ``n_per_group``; so small groups come in whole and no
     large group crowds out the rest. Within a group real spectra come before
-    simulated ones, each in a seeded random order.
+    simulated ones, each in a seeded random order. Real spectra of the big surveys
+    (:data:`SURVEY_REAL`) all come in before the mix, whatever their group.
     """
     rng = np.random.default_rng(seed)
     survey = metadata["survey"].astype("string").fillna("unknown").to_numpy()
@@ -133,17 +137,21 @@ def select_demo(metadata: pd.DataFrame, n_per_group: int | None = None,
         np.full(len(metadata), "-")
     real = (metadata["origin"].astype("string").fillna("") == "real").to_numpy() \
         if "origin" in metadata else np.zeros(len(metadata), bool)
+    first_in = real & np.isin(survey, SURVEY_REAL)
+    taken: list[int] = [int(i) for i in rng.permutation(np.flatnonzero(first_in))[:max_total]]
+    if len(taken) >= max_total:
+        return np.sort(np.array(taken, dtype=np.int64))
     queues = []
     groups = pd.DataFrame({"s": survey, "c": label}).groupby(["s", "c"], sort=True).indices
     for _, positions in sorted(groups.items()):
         positions = np.asarray(positions)
+        positions = positions[~first_in[positions]]
         first = rng.permutation(positions[real[positions]])
         rest = rng.permutation(positions[~real[positions]])
         queues.append(np.concatenate([first, rest]))
     limit = max(len(q) for q in queues) if queues else 0
     if n_per_group is not None:
         limit = min(limit, n_per_group)
-    taken: list[int] = []
     for turn in range(limit):
         for queue in queues:
             if turn < len(queue):
