@@ -221,16 +221,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from .index import DEMO_SIZE, SpectrumIndex
+    from .index import DEMO_SIZE, SpectrumIndex, parse_where
+    from .spectrum import SpectrumError
 
+    if args.full and (args.demo or args.max_spectra is not None):
+        raise SpectrumError("--full indexes every readable spectrum; drop --demo / --max-spectra")
+    sources = list(args.sources) + ([args.corpus] if args.corpus else [])
+    if not sources:
+        if not args.full:
+            raise SpectrumError("name what to index: --corpus CORPUS, or survey files, folders or globs "
+                                "(e.g. 'data/**/*.fits'), or MMU HDF5 shards")
+        sources = ["corpus"]
+    out = args.out or ("indexes/full" if args.full else None)
+    if out is None:
+        raise SpectrumError("--out INDEX_FOLDER is required (e.g. indexes/full)")
     max_spectra = args.max_spectra if args.max_spectra is not None else (DEMO_SIZE if args.demo else None)
     index = SpectrumIndex.build(
-        Path(args.corpus), Path(args.out), args.model, factory=args.factory,
+        sources[0] if len(sources) == 1 else sources, Path(out), args.model, factory=args.factory,
         batch_size=args.batch_size, max_spectra=max_spectra, umap=not args.no_umap,
+        where=parse_where(args.where) or None, scheduler=args.scheduler, workers=args.workers,
+        display=args.display, rerank=args.rerank, map_sample=args.map_sample,
     )
-    counts = ", ".join(f"{k} {v}" for k, v in index.manifest["counts"]["survey"].items())
-    print(f"index in {args.out}: {len(index):,} spectra ({counts}); FAISS {index.manifest['factory']}, "
-          f"map {index.manifest['map']['method']}")
+    manifest = index.manifest
+    counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"]["survey"].items())
+    print(f"index in {out}: {len(index):,} spectra ({counts}); FAISS {manifest['factory']} "
+          f"{manifest.get('search_params') or ''}, map {manifest['map']['method']}, "
+          f"display {manifest.get('display', 'copies')}; {manifest['seconds']['total']:.0f} s, "
+          f"{sum(r['bytes'] for r in manifest['files'].values()) / 2**20:.1f} MB")
+    unreadable = manifest.get("unreadable", {})
+    if unreadable.get("count"):
+        print(f"{unreadable['count']:,} unreadable inputs, listed in {out}/manifest.json (unreadable); "
+              f"first: {unreadable['listed'][0]['source']}: {unreadable['listed'][0]['reason']}")
     return 0
 
 
@@ -498,20 +519,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = index.add_parser(
         "build",
-        help="embed a corpus into a search index with metadata, map and display copies (resumable)",
-        description="Embed every corpus spectrum (or a representative subset) and write an index "
-        "folder: FAISS (exact up to 200,000 vectors, HNSW above), metadata.parquet, a UMAP map, "
-        "float16 display copies and manifest.json. It is written aside and renamed into place at "
-        "the end; running the same command again resumes an interrupted build.",
+        help="embed a corpus or survey files into a search index with metadata and map (resumable)",
+        description="Embed every spectrum of a corpus (or a representative subset), or of survey "
+        "files, folders, globs or MMU shards, in parts of 512 (in this process or on Dask workers), "
+        "and write an index folder: FAISS (exact up to 200,000 vectors, OPQ + IVF-PQ above with "
+        "nprobe tuned to recall@10 >= 0.95), metadata.parquet, a UMAP map, display copies or "
+        "thumbnails and manifest.json (which lists unreadable inputs). It is written aside and "
+        "renamed into place at the end; running the same command again resumes an interrupted build.",
     )
-    p.add_argument("--corpus", required=True, help="corpus folder (from `spectok corpus build`)")
-    p.add_argument("--out", required=True, help="index folder, e.g. indexes/full")
+    p.add_argument("sources", nargs="*", help="survey files, folders, globs (quote them) or MMU HDF5 "
+                   "shards to index, read through the readers; or use --corpus")
+    p.add_argument("--corpus", default=None, help="corpus folder (from `spectok corpus build`)")
+    p.add_argument("--out", default=None, help="index folder, e.g. indexes/full (default with --full)")
+    p.add_argument("--full", action="store_true", help="every readable spectrum of the corpus "
+                   "(default --corpus corpus --out indexes/full)")
     p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
-    p.add_argument("--factory", default=None, help="FAISS index factory, e.g. Flat, HNSW32,Flat")
+    p.add_argument("--factory", default=None, help="FAISS index factory, e.g. Flat, HNSW32,Flat, "
+                   "OPQ32,IVF4096,PQ32 (default: Flat up to 200,000 vectors, OPQ + IVF-PQ above)")
     p.add_argument("--demo", action="store_true", help="a representative mix of DEMO_SIZE (1,300) spectra, under 15 MB")
     p.add_argument("--max-spectra", type=int, default=None, help="cap, as a representative mix")
+    p.add_argument("--where", nargs="*", default=[], help="metadata filters KEY=VALUE, e.g. survey=sdss z=0.1:0.5")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-umap", action="store_true", help="a PCA map instead of UMAP (fast)")
+    p.add_argument("--scheduler", default="local", help="local (this process, default), dask (a local "
+                   "cluster of --workers processes) or a scheduler address tcp://HOST:8786")
+    p.add_argument("--workers", type=int, default=None, help="worker processes of --scheduler dask")
+    p.add_argument("--display", choices=("auto", "copies", "source"), default="auto",
+                   help="float16 display copies of every spectrum, or neighbours read from their "
+                   "source (thumbnails kept); auto: copies up to 200,000 spectra")
+    p.add_argument("--rerank", type=int, default=None, help="IVF-PQ: re-score k*N candidates exactly "
+                   "from float16 embeddings (default 8 with --display source; 0 turns it off)")
+    p.add_argument("--map-sample", type=int, default=None, help="fit UMAP on this many points, place "
+                   "the rest by neighbours (default 50,000)")
     p.set_defaults(func=cmd_index_build)
     p = index.add_parser(
         "verify",

@@ -343,10 +343,11 @@ def test_select_demo_mixes_every_group_real_first():
 def test_cli_build_and_search(corpus_dir, model_dir, built, tmp_path, capsys):
     small = tmp_path / "small"
     rc = main(["index", "build", "--corpus", str(corpus_dir), "--out", str(small), "--model",
-               str(model_dir), "--max-spectra", "12", "--no-umap"])
+               str(model_dir), "--max-spectra", "14", "--no-umap"])
     assert rc == 0
     made = SpectrumIndex.load(small, tokenizer=False)
-    assert len(made) == 12 and set(made.metadata["survey"]) == set(GRIDS)
+    # 4 real SDSS first (select_demo), then one of each (survey, class) group
+    assert len(made) == 14 and set(made.metadata["survey"]) == set(GRIDS)
 
     rng = np.random.default_rng(5)
     query = tmp_path / "query.h5"
