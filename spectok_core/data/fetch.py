@@ -122,16 +122,19 @@ PACKAGES: tuple[DataPackage, ...] = (
     ),
     DataPackage(
         key="laspec",
-        requirement="laspec==2019.1124.0",
-        wheel="laspec-2019.1124.0-py3-none-any.whl",
-        sha256="e08f845c562b0edc84c484aadb634c42172df70be14abdd1ee57427b9892f2d4",
+        requirement="laspec==2020.1106.0",
+        wheel="laspec-2020.1106.0-py3-none-any.whl",
+        sha256="c8734e720646730894d66056e03910c5571c37206b4147d767b4ac4d6ccd2cc9",
         licence="MIT",
-        what="2 LAMOST spectra: 1 low-resolution (DR7 G3 star), 1 medium-resolution (DR7)",
+        what=(
+            "10 LAMOST DR6/DR7 spectra of 3 stars: 2 low-resolution, 8 medium-resolution (seven "
+            "epochs of KIC 8098300)"
+        ),
         credit=(
             "Guoshoujing Telescope (LAMOST), National Astronomical Observatories, CAS (Cui et al. "
             "2012; Luo et al. 2015); files from laspec (B. Zhang)."
         ),
-        members=("laspec/data/spec-*.fits", "laspec/data/med-*.fits"),
+        members=("laspec/data/lamost/*-*.fits", "laspec/data/KIC8098300/*-*.fits.gz"),
     ),
     DataPackage(
         key="specutils",

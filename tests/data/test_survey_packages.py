@@ -64,15 +64,20 @@ def test_real_apogee_apstar_and_apvisit(cache):
     assert len({s.meta["object_id"] for s in spectra}) == 4
 
 
-def test_real_lamost_lrs_and_mrs(cache):
+def test_real_lamost_lrs_and_mrs_epochs_are_one_object(cache):
     spectra, problems = _load(cache, "lamost")
-    assert not problems
-    by_survey = {s.survey: s for s in spectra}
-    assert set(by_survey) == {"lamost_lrs", "lamost_mrs"}
-    lrs = by_survey["lamost_lrs"]
-    assert lrs.meta["object_id"] == "lamost-677503031"
-    assert lrs.meta["class"] == "STAR" and lrs.meta["subclass"] == "G3"
-    assert by_survey["lamost_mrs"].meta["class"] == "STAR"  # set by the collection: MRS targets stars
+    assert not problems and len(spectra) == 10
+    assert sorted(s.survey for s in spectra).count("lamost_mrs") == 8
+    by_obsid = {s.meta["obsid"]: s for s in spectra}
+    g3 = by_obsid[677503031]
+    assert g3.survey == "lamost_lrs" and g3.meta["class"] == "STAR" and g3.meta["subclass"] == "G3"
+    assert all(s.meta["class"] == "STAR" for s in spectra)  # MRS: set by the collection
+    # KIC 8098300: one LRS and seven MRS epochs, each with its own obsid and designation digits,
+    # are one object (within 3 arcsec), so they share one id and one split
+    kic = [s for s in spectra if abs(s.meta["ra"] - 292.0587) < 0.001]
+    assert len(kic) == 8 and len({s.meta["obsid"] for s in kic}) == 8
+    assert {s.meta["object_id"] for s in kic} == {"LAMOST J192814.09+435530.8"}
+    assert len({s.meta["object_id"] for s in spectra}) == 3
 
 
 def test_real_desi_coadds_keep_only_targets(cache):
@@ -92,3 +97,21 @@ def test_real_sdss_composite_quasar(cache):
     assert len(composite) == 7755
     assert composite.wave_range == pytest.approx((800.5, 8554.5))
     assert not composite.meta.get("ivar_estimated")
+
+
+def test_epochs_within_the_radius_share_one_object_id():
+    import numpy as np
+
+    from spectok_core.data.collections import _same_objects
+    from spectok_core.spectrum import Spectrum
+
+    wave = np.linspace(5000, 6000, 50)
+
+    def star(ra, dec, name):
+        return Spectrum(wave, np.ones(50), np.ones(50), np.zeros(50, bool), "lamost_mrs",
+                        {"ra": ra, "dec": dec, "designation": name, "object_id": f"lamost-{name}"})
+
+    spectra = [star(292.05872, 43.925228, "A"), star(292.058716, 43.925304, "A2"),
+               star(359.9999, 0.0, "B"), star(0.0001, 0.0, "B2"), star(10.0, 10.0, "C")]
+    _same_objects(spectra, 3.0)
+    assert [s.meta["object_id"] for s in spectra] == ["A", "A", "B", "B", "C"]
