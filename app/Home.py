@@ -6,9 +6,15 @@ usable at once; the model and index load below them.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import streamlit as st
 
-st.set_page_config(page_title="spectok · Home", page_icon=":material/home:", layout="wide")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from icon import page_icon  # noqa: E402 - a drawn icon: nothing fetched from the internet
+
+st.set_page_config(page_title="spectok · Home", page_icon=page_icon(), layout="wide")
 
 
 def intro() -> None:

@@ -8,7 +8,6 @@ so every page sees the same one.
 from __future__ import annotations
 
 import logging
-import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,8 @@ APP_DIR = Path(__file__).resolve().parent
 for _folder in (APP_DIR, APP_DIR.parent):
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
+
+from icon import page_icon  # noqa: E402
 
 from spectok_core import SpectrumError, explore  # noqa: E402
 
@@ -74,9 +75,9 @@ def resources():
 # -- pages never crash -------------------------------------------------------------------------
 
 
-def page(title: str, body: Callable[[], None], icon: str = ":material/search:") -> None:
+def page(title: str, body: Callable[[], None]) -> None:
     """Set up a page and run its body; errors become messages, never tracebacks."""
-    st.set_page_config(page_title=f"spectok · {title}", page_icon=icon, layout="wide")
+    st.set_page_config(page_title=f"spectok · {title}", page_icon=page_icon(), layout="wide")
     guard(body, title)
 
 
@@ -210,7 +211,9 @@ def pick_query(index=None, key: str = "picker") -> bool:
         path = st.selectbox("Example", paths, format_func=explore.example_title,
                             key=f"{key}_example")
         try:
-            spectrum = explore.read_upload(Path(path).read_bytes(), Path(path).name)[0]
+            # the project's own file: read in-process (no upload worker to start)
+            spectrum = explore.read_upload(Path(path).read_bytes(), Path(path).name,
+                                           isolated=False)[0]
         except SpectrumError as err:
             show_read_error(err, Path(path).name)
             return False
@@ -220,30 +223,85 @@ def pick_query(index=None, key: str = "picker") -> bool:
 
 
 def _pick_indexed(index, key: str) -> bool:
-    meta = index.metadata
-    ids = meta["object_id"].astype(str)
-    left, right = st.columns([3, 1])
-    with right:
-        st.write("")
-        if st.button("Random spectrum", key=f"{key}_random"):
-            st.session_state[f"{key}_id"] = ids.iloc[random.randrange(len(ids))]
-    with left:
-        wanted = st.text_input("Object id (exact; the same object may be indexed in several "
-                               "surveys)", key=f"{key}_id", placeholder=str(ids.iloc[0]))
-    if not wanted:
-        return True
-    rows = np.flatnonzero(ids.to_numpy() == wanted.strip())
-    if rows.size == 0:
-        close = ids[ids.str.contains(wanted.strip(), regex=False)].head(8).tolist()
-        hint = f" Similar ids: {', '.join(close)}" if close else ""
-        st.warning(f"No indexed spectrum has object id {wanted!r}.{hint}")
-        return False
-    row = int(rows[0])
-    if rows.size > 1:
-        row = st.selectbox("Observed by", rows.tolist(), key=f"{key}_row",
-                           format_func=lambda r: f"{meta['survey'].iloc[r]} (row {r})")
+    """An indexed spectrum by object id or sky position, or at random."""
+    row = lookup_row(index, key, label="Object id, or a position: RA Dec in degrees "
+                     "(150.1 2.2) or sexagesimal (10:00:24 +02:12:00)")
+    if row is None:
+        return st.session_state.get(f"{key}_lookup_failed") is not True
     set_query(index.spectrum(row), "index", row=int(row))
     return True
+
+
+def _random_into(key: str, index, bright: bool) -> None:
+    """Button callback: a random indexed spectrum's id into the lookup box."""
+    row = explore.random_row(index.metadata, bright=bright)
+    st.session_state[f"{key}_id"] = str(index.metadata["object_id"].iloc[row])
+    st.session_state[f"{key}_random_row"] = row
+
+
+def lookup_row(index, key: str, label: str, on_change=None) -> int | None:
+    """The lookup box with Random / Random bright: the chosen index row, or None.
+
+    An object id matches exactly; else the text is read as coordinates (astropy) and the
+    spectra within 5″ are offered, nearest first. What could not be found is said.
+    """
+    left, middle, right = st.columns([4, 1, 1], vertical_alignment="bottom")
+    with middle:
+        st.button("Random", key=f"{key}_random", on_click=_random_into, args=(key, index, False),
+                  help="any indexed spectrum", use_container_width=True)
+    with right:
+        st.button("Random bright", key=f"{key}_random_bright", on_click=_random_into,
+                  args=(key, index, True), use_container_width=True,
+                  help=f"among the {explore.BRIGHT_SHARE:.0%} of indexed spectra with the highest S/N")
+    with left:
+        wanted = st.text_input(label, key=f"{key}_id", on_change=on_change,
+                               placeholder=str(index.metadata["object_id"].iloc[0]))
+    st.session_state[f"{key}_lookup_failed"] = False
+    if not wanted or not wanted.strip():
+        return None
+    try:
+        found = explore.lookup(index.metadata, wanted)
+    except SpectrumError as err:
+        st.warning(str(err))
+        st.session_state[f"{key}_lookup_failed"] = True
+        return None
+    if not found.rows:
+        st.warning(found.message)
+        st.session_state[f"{key}_lookup_failed"] = True
+        return None
+    meta = index.metadata
+    rows = found.rows
+    preferred = st.session_state.get(f"{key}_random_row")
+    if preferred in rows:  # Random picked this very row of an object observed several times
+        rows = [preferred] + [r for r in rows if r != preferred]
+    if len(rows) == 1:
+        if found.kind == "position":
+            st.caption(f"{found.message}: {meta['survey'].iloc[rows[0]]} "
+                       f"{meta['object_id'].iloc[rows[0]]}")
+        return int(rows[0])
+    separation = dict(zip(found.rows, found.separations_arcsec))
+
+    def describe(r: int) -> str:
+        text = f"{meta['survey'].iloc[r]} {meta['object_id'].iloc[r]} (row {r})"
+        return text + (f", {separation[r]:.1f}″ away" if r in separation else "")
+
+    return int(st.selectbox(f"{found.message}; observed by" if found.kind == "id" else found.message,
+                            rows, key=f"{key}_row", format_func=describe))
+
+
+def neighbours_dataframe(table, key: str) -> None:
+    """The neighbours table: a bar per similarity, archive links where the object has them."""
+    config = {
+        "similarity": st.column_config.ProgressColumn(
+            "similarity", help="cosine similarity of the embeddings (1 = identical)",
+            format="%.3f", min_value=0.0, max_value=1.0),
+        "survey_page": st.column_config.LinkColumn(
+            "survey page", help="the object in its survey's archive (SkyServer, Legacy viewer, "
+            "Gaia archive), by position or source id", display_text=r"https?://(?:www\.)?([^/]+)/"),
+        "simbad": st.column_config.LinkColumn("SIMBAD", help="SIMBAD objects within 5″",
+                                              display_text="SIMBAD"),
+    }
+    st.dataframe(table, hide_index=True, key=key, column_config=config)
 
 
 def describe_query() -> None:

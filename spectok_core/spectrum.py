@@ -160,6 +160,17 @@ class Spectrum:
     def wave_range(self) -> tuple[float, float]:
         return float(self.wave[0]), float(self.wave[-1])
 
+    def to_specutils(self):
+        """This spectrum as a specutils ``Spectrum`` (needs the optional extra spectok[specutils]).
+
+        Wavelengths in Å (vacuum), the flux unit from ``meta['flux_unit']`` where astropy reads
+        it, an InverseVariance uncertainty and the mask (True = bad, as in NDData);
+        ``read_spectra`` reads the object back.
+        """
+        from .io.specutils_objects import to_specutils
+
+        return to_specutils(self)
+
     def copy(self) -> Spectrum:
         return Spectrum(
             self.wave.copy(), self.flux.copy(), self.ivar.copy(), self.mask.copy(),

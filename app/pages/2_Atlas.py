@@ -12,19 +12,21 @@ import common  # noqa: E402
 
 from spectok_core import explore  # noqa: E402
 
+SELECTED = "atlas_selected"
 
-def selected_from_id(frame) -> int | None:
-    wanted = st.text_input("…or type an object id", key="atlas_id")
-    if not wanted:
-        return None
-    rows = frame.loc[frame["object_id"].astype(str) == wanted.strip(), "row"].tolist()
-    if not rows:
-        st.warning(f"No indexed spectrum has object id {wanted!r}.")
-        return None
-    if len(rows) > 1:
-        return st.selectbox("Observed by", rows, key="atlas_id_row",
-                            format_func=lambda r: f"{frame['survey'].iloc[r]} (row {r})")
-    return int(rows[0])
+
+def _clicked() -> None:
+    """on_select callback: remember the clicked point's row before the page reruns.
+
+    The map is drawn again with a ring on the chosen point, which changes the figure
+    and so gives the chart a new identity: Streamlit then reports an empty selection
+    for it. The row is therefore kept in session state here, at the click, rather
+    than read from the chart's return value (which is what lost it before).
+    """
+    row = explore.selected_row(st.session_state.get("atlas_map"))
+    if row is not None:
+        st.session_state[SELECTED] = row
+        st.session_state["atlas_id"] = ""  # a click replaces a typed lookup
 
 
 def body() -> None:
@@ -47,29 +49,30 @@ def body() -> None:
         st.caption(f"★ your spectrum: {explore.spectrum_label(q['spectrum'])}")
     else:
         st.caption("Choose a spectrum on the Search page to see where it falls (★).")
-    # The map's selection from the last click is known before the map is drawn again,
-    # so the chosen point is ringed at once.
-    clicked = explore.selected_row(st.session_state.get("atlas_map"))
-    highlight = clicked if clicked is not None else st.session_state.get("atlas_selected")
-    event = st.plotly_chart(
-        explore.map_figure(frame, colour, query_xy=query_xy, highlight_row=highlight, method=method),
-        key="atlas_map", on_select="rerun", selection_mode="points",
+    typed = common.lookup_row(index, "atlas", label="…or find one: object id, or RA Dec "
+                              "(degrees or sexagesimal)")
+    if typed is not None:
+        st.session_state[SELECTED] = typed
+    row = st.session_state.get(SELECTED)
+    if row is not None and not 0 <= int(row) < len(index):
+        row = None  # from another index (the app was restarted on a different one)
+    st.plotly_chart(
+        explore.map_figure(frame, colour, query_xy=query_xy, highlight_row=row, method=method),
+        key="atlas_map", on_select=_clicked, selection_mode="points",
     )
-    row = explore.selected_row(event)
-    typed = selected_from_id(frame)
-    row = typed if typed is not None else row
     if row is None:
         return
-    st.session_state["atlas_selected"] = row
+    row = int(row)
     spectrum = index.spectrum(row)
     st.subheader(f"Selected: {explore.spectrum_label(spectrum)}")
-    st.plotly_chart(explore.spectrum_figure(spectrum, z=explore.as_float(spectrum.meta.get("z"))),
+    st.plotly_chart(explore.spectrum_figure(spectrum, z=explore.frame_redshift(spectrum)),
                     key="atlas_spectrum")
     hits = explore.neighbours(index, index.embedding(row), k=8, exclude_row=row)
-    st.dataframe(explore.hits_table(hits), hide_index=True, key="atlas_hits")
+    st.markdown(f"**Its {len(hits)} nearest neighbours**")
+    common.neighbours_dataframe(explore.hits_table(hits), key="atlas_hits")
     if st.button("Explore this spectrum on the Search page", key="atlas_to_search"):
         common.set_query(spectrum, "index", row=row)
         st.switch_page("pages/1_Search.py")
 
 
-common.page("Atlas", body, icon=":material/scatter_plot:")
+common.page("Atlas", body)

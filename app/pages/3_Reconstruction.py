@@ -74,4 +74,4 @@ def body() -> None:
     other_instrument(tok, spectrum)
 
 
-common.page("Reconstruction", body, icon=":material/auto_fix_high:")
+common.page("Reconstruction", body)

@@ -23,7 +23,10 @@ def the_spectrum(tok, index):
         if not examples:
             st.info("Choose a spectrum above to follow it through the model.")
             return None
-        spectrum = explore.read_upload(examples[0].read_bytes(), examples[0].name)[0]
+        # A shipped example is the project's own file: read in-process, without the upload
+        # worker's start-up second.
+        spectrum = explore.read_upload(examples[0].read_bytes(), examples[0].name,
+                                       isolated=False)[0]
         common.set_query(spectrum, f"example:{examples[0].name}")
     return common.query()["spectrum"]
 
@@ -118,21 +121,29 @@ def credits_and_card() -> None:
                "noise and masks.")
     st.header("Model card")
     card = explore.model_card()
-    if card:
-        st.markdown(card)
-    else:
+    if not card:
         st.info("This model folder has no MODEL_CARD.md.")
+        return
+    shown, developer = explore.model_card_parts(card)
+    st.markdown(shown)
+    if developer:
+        with st.expander("For developers: architecture, training and ablation tables"):
+            st.markdown(developer)
 
 
 def body() -> None:
     st.title("How it works: from pixels to neighbours")
-    tok, index = common.resources()
-    if tok is not None:
-        spectrum = the_spectrum(tok, index)
-        if spectrum is not None:
-            st.caption(f"Following **{explore.spectrum_label(spectrum)}**")
-            walkthrough(tok, index, spectrum)
+    walk = st.container()
+    # The credits and the model card need no model: drawn first (below the walkthrough's
+    # place), so the page reads at once while the model loads on a cold server.
     credits_and_card()
+    with walk:
+        tok, index = common.resources()
+        if tok is not None:
+            spectrum = the_spectrum(tok, index)
+            if spectrum is not None:
+                st.caption(f"Following **{explore.spectrum_label(spectrum)}**")
+                walkthrough(tok, index, spectrum)
 
 
-common.page("How it works", body, icon=":material/school:")
+common.page("How it works", body)

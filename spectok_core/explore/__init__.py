@@ -55,16 +55,24 @@ from .estimates import (
 )
 from .figures import (
     _thin,
+    break_gaps,
     coverage_figure,
+    flux_unit_label,
+    frame_redshift,
+    label_rows,
     line_markers,
     median_normalised,
     neighbours_figure,
+    noise_sigma,
     overlay_figure,
     reconstruction_figure,
+    redshift_slider_range,
     rendering_figure,
     rest_frame,
+    smooth,
     spectrum_figure,
 )
+from .lookup import BRIGHT_SHARE, RADIUS_ARCSEC, Lookup, lookup, parse_position, random_row
 from .reconstruct import (
     overlap,
     render_on,
@@ -80,10 +88,20 @@ from .resources import (
     load_index,
     load_tokenizer,
     model_card,
+    model_card_parts,
     model_path,
     warm_up,
 )
-from .search import HIT_COLUMNS, hits_table, neighbours, neighbours_csv, where_filter
+from .search import (
+    CSV_FIRST,
+    HIT_COLUMNS,
+    hits_table,
+    neighbour_label,
+    neighbours,
+    neighbours_csv,
+    survey_links,
+    where_filter,
+)
 from .teaching import (
     embedding_figure,
     encoding_figure,
@@ -102,18 +120,20 @@ from .uploads import (
 )
 
 __all__ = [
-    "AGREE", "as_float", "CATEGORICAL", "CLASS_OBJECTS", "CONTINUOUS", "coverage_figure",
-    "credits", "embedding_figure", "encoding_figure", "Estimate", "estimate_warnings",
-    "estimates_table", "example_title", "examples", "EXAMPLES_DIR", "formats_help",
-    "formats_table", "gated_estimates", "HIT_COLUMNS", "hits_table", "index_contents", "INDEX_ENV",
-    "index_path", "LABELS", "line_markers", "load_index", "load_tokenizer", "LOW_SNR",
-    "map_figure", "map_frame", "MAX_SPREAD", "median_normalised", "MIN_AGREEING",
-    "MIN_CLASS_SHARE", "MIN_SIMILARITY", "model_card", "MODEL_ENV", "model_path",
-    "neighbour_estimates", "neighbours", "neighbours_csv", "neighbours_figure", "NO_ESTIMATE",
-    "OUT_OF_RANGE_SIMILARITY", "overlap", "overlay_figure", "patch_pixels_figure",
-    "patches_figure", "read_upload", "read_uploads", "reconstruction_figure", "render_on",
-    "rendering_figure", "rendering_instruments", "REPO_ROOT", "residual_summary",
-    "residuals_sigma", "rest_frame", "selected_row", "SHIPPED_MODEL", "spectrum_facts",
-    "spectrum_figure", "spectrum_label", "split_error", "STRONG_LINES", "_thin", "tokens_figure",
+    "AGREE", "as_float", "break_gaps", "BRIGHT_SHARE", "CATEGORICAL", "CLASS_OBJECTS",
+    "CONTINUOUS", "coverage_figure", "credits", "CSV_FIRST", "embedding_figure", "encoding_figure",
+    "Estimate", "estimate_warnings", "estimates_table", "example_title", "examples",
+    "EXAMPLES_DIR", "flux_unit_label", "formats_help", "formats_table", "frame_redshift",
+    "gated_estimates", "HIT_COLUMNS", "hits_table", "index_contents", "INDEX_ENV", "index_path",
+    "label_rows", "LABELS", "line_markers", "load_index", "load_tokenizer", "Lookup", "lookup",
+    "LOW_SNR", "map_figure", "map_frame", "MAX_SPREAD", "median_normalised", "MIN_AGREEING",
+    "MIN_CLASS_SHARE", "MIN_SIMILARITY", "model_card", "model_card_parts", "MODEL_ENV", "model_path",
+    "neighbour_estimates", "neighbour_label", "neighbours", "neighbours_csv", "neighbours_figure",
+    "NO_ESTIMATE", "noise_sigma", "OUT_OF_RANGE_SIMILARITY", "overlap", "overlay_figure",
+    "parse_position", "patch_pixels_figure", "patches_figure", "RADIUS_ARCSEC", "random_row",
+    "read_upload", "read_uploads", "reconstruction_figure", "redshift_slider_range", "render_on", "rendering_figure",
+    "rendering_instruments", "REPO_ROOT", "residual_summary", "residuals_sigma", "rest_frame",
+    "selected_row", "SHIPPED_MODEL", "smooth", "spectrum_facts", "spectrum_figure",
+    "spectrum_label", "split_error", "STRONG_LINES", "survey_links", "_thin", "tokens_figure",
     "upload_limit_bytes", "warm_up", "where_filter", "write_csv",
 ]

@@ -80,7 +80,8 @@ def map_figure(frame: pd.DataFrame, colour: str = "survey", query_xy: tuple[floa
         fig.add_trace(go.Scattergl(
             x=part["x"], y=part["y"], mode="markers", name=colour,
             marker=dict(size=marker_size, color=values[known], colorscale="Viridis", showscale=True,
-                        colorbar=dict(title=LABELS.get(colour, colour))),
+                        colorbar=dict(title=LABELS.get(colour, colour), x=1.0, xanchor="left",
+                                      len=0.9, y=0.45, yanchor="middle")),
             customdata=part["row"], hovertext=_hover(part), hoverinfo="text"))
     else:
         key = colour if colour in frame else "survey"
@@ -95,16 +96,23 @@ def map_figure(frame: pd.DataFrame, colour: str = "survey", query_xy: tuple[floa
         r = frame[frame["row"] == highlight_row].iloc[0]
         fig.add_trace(go.Scattergl(x=[r["x"]], y=[r["y"]], mode="markers", name="selected",
                                    marker=dict(size=16, color="rgba(0,0,0,0)",
-                                               line=dict(color="black", width=2))))
+                                               line=dict(color="black", width=2)),
+                                   hoverinfo="skip"))
     if query_xy is not None:
         fig.add_trace(go.Scattergl(x=[query_xy[0]], y=[query_xy[1]], mode="markers",
                                    name="your spectrum",
                                    marker=dict(size=18, symbol="star", color="red",
-                                               line=dict(color="black", width=1))))
-    fig.update_layout(height=height, margin=dict(l=20, r=20, t=30, b=20),
+                                               line=dict(color="black", width=1)),
+                                   hoverinfo="skip"))
+    continuous = colour in frame and colour in CONTINUOUS
+    # A colour bar takes the right-hand side; the legend (no z, selected, your spectrum) then
+    # goes above the map, so the two never overlap.
+    legend = dict(itemsizing="constant", orientation="h", x=0.0, xanchor="left", y=1.0,
+                  yanchor="bottom") if continuous else dict(itemsizing="constant")
+    fig.update_layout(height=height, margin=dict(l=20, r=20, t=50 if continuous else 30, b=20),
                       xaxis=dict(showticklabels=False, title=f"{method} 1"),
                       yaxis=dict(showticklabels=False, title=f"{method} 2"),
-                      legend=dict(itemsizing="constant"), dragmode="pan")
+                      legend=legend, dragmode="pan")
     return fig
 
 
@@ -114,12 +122,13 @@ def selected_row(event: Any) -> int | None:
         points = event["selection"]["points"]
     except (KeyError, TypeError):
         points = getattr(getattr(event, "selection", None), "points", None)
-    if not points:
-        return None
-    data = points[0].get("customdata")
-    if isinstance(data, (list, tuple)):
-        data = data[0] if data else None
-    value = as_float(data)
-    return int(value) if value is not None else None
+    for point in points or []:  # the ring and the star carry no row: skip them
+        data = point.get("customdata") if hasattr(point, "get") else None
+        if isinstance(data, (list, tuple)):
+            data = data[0] if data else None
+        value = as_float(data)
+        if value is not None:
+            return int(value)
+    return None
 
 

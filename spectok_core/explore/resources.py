@@ -119,3 +119,37 @@ def model_card(folder: str | os.PathLike | None = None) -> str | None:
     folder = Path(folder) if folder is not None else (model_path() or SHIPPED_MODEL)
     card = folder / "MODEL_CARD.md"
     return card.read_text(encoding="utf-8") if card.is_file() else None
+
+
+def model_card_parts(text: str, top_level: int = 3) -> tuple[str, str]:
+    """A model card split for a page: (what a user reads, the developer sections).
+
+    Headings are shifted so the card's title sits at ``top_level`` (``###`` under the page's
+    "Model card" header), keeping heading levels in order. Sections (``##`` in the card)
+    that hold a table — architecture, training numbers, ablations — are the developer
+    part, for an expander; the rest (limits, credits) is shown. Headings inside code
+    blocks are left alone.
+    """
+    shift = max(0, top_level - 1)
+    sections: list[list[str]] = [[]]
+    in_code = False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        heading = not in_code and line.startswith("#")
+        if heading and len(line) - len(line.lstrip("#")) == 2:  # a "## " section starts
+            sections.append([])
+        if heading:
+            level = len(line) - len(line.lstrip("#"))
+            line = "#" * min(6, level + shift) + line[level:]
+        sections[-1].append(line)
+    user, developer = [sections[0]], []
+    for section in sections[1:]:
+        has_table = any(line.lstrip().startswith("|---") or line.lstrip().startswith("| ---")
+                        for line in section)
+        (developer if has_table else user).append(section)
+    return _join_sections(user), _join_sections(developer)
+
+
+def _join_sections(sections: list[list[str]]) -> str:
+    return "\n\n".join("\n".join(s).strip("\n") for s in sections if any(s)).strip()

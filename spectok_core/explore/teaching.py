@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..spectrum import Spectrum
-from .figures import _y_range
+from .figures import _y_range, flux_unit_label
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
     from ..model.tokenizer import TokenSet
@@ -25,7 +25,7 @@ def patches_figure(spectrum: Spectrum, config, max_patches: int = 400):
     item = prepare(spectrum, config)
     p = config.patch_size
     flux = np.where(spectrum.good, spectrum.flux.astype(np.float64), np.nan)
-    y0, y1 = _y_range(flux)
+    y0, y1 = _y_range(flux, spectrum.ivar)
     fig = go.Figure()
     xs_even: list[float | None] = []
     xs_bad: list[float | None] = []
@@ -47,7 +47,7 @@ def patches_figure(spectrum: Spectrum, config, max_patches: int = 400):
                              line=dict(color="black", width=1)))
     fig.update_layout(height=340, margin=dict(l=60, r=20, t=30, b=45),
                       xaxis_title="observed wavelength [Å, vacuum]",
-                      yaxis_title=str(spectrum.meta.get("flux_unit") or "flux"),
+                      yaxis_title=flux_unit_label(spectrum.meta.get("flux_unit")),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"))
     return fig, item
 

@@ -154,7 +154,9 @@ def read_spectra(
     max_pixels: int | None = None,
     **options: Any,
 ) -> SpectrumList:
-    """Read every spectrum in a file, a folder, raw bytes, or an uploaded file object.
+    """Read every spectrum in a file, a folder, raw bytes, an uploaded file object, or a
+    specutils ``Spectrum`` / ``Spectrum1D`` (one spectrum per flux row; see
+    :mod:`spectok_core.io.specutils_objects`).
 
     The format is detected from the content; ``format=`` overrides (see
     ``spectok_core.io.FORMATS``). ``name`` is the original file name when
@@ -169,6 +171,12 @@ def read_spectra(
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         source = Source(bytes(path_or_bytes), name or "<bytes>", limits, options)
         return _read_source(source, format)
+    from .specutils_objects import from_specutils, is_specutils_spectrum
+
+    # before the file-object test: specutils classes have a .read (their readers)
+    if is_specutils_spectrum(path_or_bytes):  # an in-memory specutils Spectrum / Spectrum1D
+        return SpectrumList(from_specutils(path_or_bytes, name=name, max_pixels=max_pixels,
+                                           survey=options.get("survey")))
     if hasattr(path_or_bytes, "read"):  # a file object, e.g. Streamlit's UploadedFile
         name = name or getattr(path_or_bytes, "name", None) or "<upload>"
         data = path_or_bytes.read(limits.max_bytes + 1)
@@ -178,7 +186,8 @@ def read_spectra(
         return _read_source(source, format)
     if not isinstance(path_or_bytes, (str, os.PathLike)):
         raise SpectrumError(
-            f"read_spectra takes a path, bytes or a file object, not {type(path_or_bytes).__name__}"
+            f"read_spectra takes a path, bytes, a file object or a specutils spectrum, not "
+            f"{type(path_or_bytes).__name__}"
         )
     path = Path(path_or_bytes).expanduser()
     if path.is_dir():

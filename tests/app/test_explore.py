@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,7 +85,40 @@ def test_hits_table_and_csv():
     assert "shard" not in shown and shown["similarity"].iloc[0] == 0.9123
     assert shown["z"].dtype.kind == "f"
     csv = explore.neighbours_csv(table).decode()
-    assert csv.splitlines()[0].startswith("rank,similarity,survey,class,z")
+    # where it is on the sky and how alike first; ra/dec empty for a spectrum without them
+    assert csv.splitlines()[0].startswith("ra,dec,similarity,rank,survey,class,z")
+    assert csv.splitlines()[1].startswith(",,0.9123,1,sdss,QSO,2.0")
+
+
+def test_csv_and_table_carry_positions_and_archive_links():
+    table = hits([(1, 0.95, "sdss", "GALAXY", "0.1", None, None, None),
+                  (2, 0.90, "desi", "QSO", "1.2", None, None, None),
+                  (3, 0.85, "gaia_xp", "STAR", None, 5000.0, 4.4, 0.0),
+                  (4, 0.80, "boss", "STAR", None, 6000.0, 4.2, 0.0)])
+    table["object_id"] = ["a", "b", "4295806720", "sim-1"]
+    table["ra"] = [150.1, 10.5, np.nan, np.nan]
+    table["dec"] = [2.2, -5.25, np.nan, np.nan]
+    shown = explore.hits_table(table)
+    assert shown["survey_page"].iloc[0].startswith("https://skyserver.sdss.org/")
+    assert "ra=150.100000&dec=2.200000" in shown["survey_page"].iloc[0]
+    assert shown["survey_page"].iloc[1].startswith("https://www.legacysurvey.org/viewer?ra=10.5")
+    assert "source_id+%3D+4295806720" in shown["survey_page"].iloc[2]  # Gaia archive by source id
+    assert shown["simbad"].iloc[1].startswith("https://simbad.cds.unistra.fr/simbad/sim-coo?")
+    assert "Coord=10.500000+-5.250000" in shown["simbad"].iloc[1]
+    assert pd.isna(shown["simbad"].iloc[2]) and pd.isna(shown["survey_page"].iloc[3])  # no position
+    frame = pd.read_csv(io.BytesIO(explore.neighbours_csv(table)))
+    assert list(frame.columns[:3]) == ["ra", "dec", "similarity"]
+    assert frame["ra"].iloc[0] == 150.1 and frame["dec"].iloc[1] == -5.25
+    assert frame["similarity"].is_monotonic_decreasing
+
+
+def test_neighbour_label_names_class_z_and_similarity():
+    assert explore.neighbour_label({"rank": 2, "survey": "sdss", "class": "GALAXY", "z": 0.12345,
+                                    "similarity": 0.9512, "origin": "real"}) == \
+        "#2 sdss GALAXY z=0.123 · 0.951"
+    star = explore.neighbour_label({"rank": 1, "survey": "miles", "class": "STAR", "z": 0.0001,
+                                    "teff": 5777.0, "similarity": 0.8, "origin": "simulated"})
+    assert star == "#1 miles STAR Teff=5777 K (sim) · 0.800"
 
 
 def test_where_filter():
@@ -186,13 +221,13 @@ def test_spectrum_figure_masks_lines_and_rest_frame():
     spectrum.meta["class"] = "GALAXY"
     fig = explore.spectrum_figure(spectrum, z=0.1)
     names = [trace.name for trace in fig.data]
-    assert names[:3] == ["masked pixels", "flux", "lines"]
+    assert names[:3] == ["masked pixels", "flux", "lines at z = 0.1000"]
     rest = explore.spectrum_figure(spectrum, z=0.1, rest=True)
     flux_trace = next(t for t in rest.data if t.name == "flux")
     assert flux_trace.x[0] == pytest.approx(4000.0 / 1.1)
     assert "rest-frame" in rest.layout.xaxis.title.text
     plain = explore.spectrum_figure(flat_spectrum(), show_lines=False)
-    assert "lines" not in [t.name for t in plain.data]
+    assert not any(str(t.name).startswith("lines") for t in plain.data)
 
 
 def test_map_figure_and_selection():
