@@ -103,7 +103,7 @@ def walkthrough(tok, index, spectrum) -> None:
         "index and returns the closest — from any survey. Their labels give *neighbour "
         "estimates* of what this object is:"
     )
-    st.dataframe(explore.hits_table(hits), hide_index=True, key="how_hits")
+    common.neighbours_dataframe(explore.hits_table(hits), key="how_hits")
     st.dataframe(explore.estimates_table(explore.gated_estimates(hits)), hide_index=True,
                  key="how_estimates")
 

@@ -200,7 +200,9 @@ def gated_estimates(hits: pd.DataFrame, spectrum: Spectrum | None = None) -> dic
         if not reason and winner is not None and not class_ok:
             reason = "the class is not reliable"
         if not reason and agreeing.size < MIN_AGREEING:
-            reason = f"only {agreeing.size} close neighbours agree"
+            reason = (f"only {agreeing.size} close neighbours agree" if agreeing.size > 1 else
+                      f"the close neighbours' values disagree (fewer than {MIN_AGREEING} within "
+                      f"{AGREE[key]:g}{' × (1 + z)' if key == 'z' else ' × Teff' if key == 'teff' else ' dex'})")
         if not reason and math.isfinite(spread) and spread > MAX_SPREAD[key] * scale:
             reason = "the neighbours' values are too spread"
         value = float(np.median(agreeing)) if agreeing.size else centre

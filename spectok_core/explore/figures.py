@@ -325,17 +325,16 @@ def spectrum_figure(spectrum: Spectrum, z: float | None = None, rest: bool = Fal
                                  line=dict(color="rgba(120,120,120,0.8)", width=1)))
     object_class = object_class or spectrum.meta.get("class")
     is_star = str(object_class or "").upper() == "STAR"
-    if show_lines and (z_known or is_star):
-        found = line_markers(spectrum.wave[0], spectrum.wave[-1], z_used, object_class)
-        if found:
-            for trace in _line_traces(found, z_used, shift, y0, y1, wave[-1] - wave[0]):
-                fig.add_trace(trace)
+    found = line_markers(spectrum.wave[0], spectrum.wave[-1], z_used, object_class) \
+        if show_lines and (z_known or is_star) else []
+    for trace in _line_traces(found, z_used, shift, y0, y1, wave[-1] - wave[0]) if found else ():
+        fig.add_trace(trace)
     frame = f"rest-frame wavelength (z = {z_used:.4f}) [Å, vacuum]" if rest else \
         "observed wavelength [Å, vacuum]"
     fig.update_layout(
         title=title or spectrum_label(spectrum), height=height, margin=dict(l=60, r=20, t=50, b=45),
         xaxis_title=frame, yaxis_title=flux_unit_label(spectrum.meta.get("flux_unit")),
-        yaxis_range=[y0, y1 + 0.26 * (y1 - y0)],
+        yaxis_range=[y0, y1 + (0.26 if found else 0.02) * (y1 - y0)],  # room for line labels
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"),
         hovermode="closest",
     )

@@ -125,8 +125,10 @@ def hits_table(hits: pd.DataFrame, links: bool = True) -> pd.DataFrame:
             hits["object_id"] if "object_id" in hits else [None] * len(hits),
             hits["ra"] if "ra" in hits else [None] * len(hits),
             hits["dec"] if "dec" in hits else [None] * len(hits))]
-        hits["survey_page"] = [f.get("survey_page") for f in found]
-        hits["simbad"] = [f.get("simbad") for f in found]
+        for column in ("survey_page", "simbad"):
+            values = [f.get(column) for f in found]
+            if any(values):  # no empty link columns for neighbours without a sky position
+                hits[column] = values
     columns = [c for c in HIT_COLUMNS if c in hits] + [
         c for c in hits if c not in HIT_COLUMNS and c not in ("shard", "shard_row", "flux_unit")
     ]

@@ -28,7 +28,9 @@ def app_data(tmp_path_factory):
         write_mmu_shard(root / "corpus" / survey / f"{survey}-0.h5", group)
         spectra += group
     model = Tokenizer.from_config("tiny", seed=0).save(root / "model", model_id="tiny-test")
-    (model / "MODEL_CARD.md").write_text("# Tiny test model\n\nNot for science.\n")
+    (model / "MODEL_CARD.md").write_text(
+        "# Tiny test model\n\nNot for science.\n\n## Architecture\n\n| layers | width |\n"
+        "|---|---|\n| 1 | 16 |\n\n## What it is not good at\n\nAnything.\n")
     tok = Tokenizer.from_pretrained(model)
     SpectrumIndex.build(root / "corpus", root / "index", tok, umap=False, progress=False)
     return model, root / "index", spectra

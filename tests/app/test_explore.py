@@ -380,3 +380,15 @@ def test_index_contents_counts_by_survey():
     assert table.loc["sdss", "total"] == 2 and table.loc["sdss", "QSO"] == 1
     assert table.loc["sdss", "unknown"] == 1 and table.loc["gaia_xp", "real"] == 1
     assert list(table.index) == ["sdss", "gaia_xp"]
+
+
+def test_model_card_parts_keep_headings_in_order_and_fold_tables():
+    card = ("# My model\n\nIntro.\n\n## Architecture\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+            "### Detail\n\ntext\n\n## Limits\n\n```\n# not a heading\n```\n\n## Credits\n\nthanks\n")
+    shown, developer = explore.model_card_parts(card)
+    assert shown.splitlines()[0] == "### My model"
+    assert "#### Limits" in shown and "#### Credits" in shown and "# not a heading" in shown
+    assert "| a | b |" not in shown
+    assert developer.startswith("#### Architecture") and "##### Detail" in developer
+    assert "| 1 | 2 |" in developer
+    assert explore.model_card_parts("# Only a title\n\ntext") == ("### Only a title\n\ntext", "")

