@@ -101,18 +101,20 @@ MAX_ERRORS_LISTED = 10_000  # unreadable sources listed in the manifest (all are
 
 
 def ivf_factory(n: int, dim: int) -> str:
-    """The IVF-PQ factory for n vectors: about 4 sqrt(n) lists, 4 dimensions per PQ byte, OPQ.
+    """The IVF-PQ factory for n vectors: about 4 sqrt(n) lists, 4 dimensions per PQ byte.
 
-    OPQ rotates the space so that the PQ sub-vectors carry similar variance; on this
-    model's embeddings it costs a little training time and gains recall at equal
-    nprobe (benchmarks/scale.py compares).
+    ``np``: no polysemous training, which took 109 s against 17 s for 12,800 training
+    vectors here and serves only Hamming-filtered search, which spectok does not use.
+    No OPQ by default: its rotation took 194 s to train on the same sample (one core),
+    and the exact re-ranking from float16 embeddings already brings recall@10 to the
+    target; ``--factory OPQ32,IVF4096,PQ32np`` asks for it where training time is cheap.
     """
     nlist = int(2 ** round(np.log2(max(64.0, 4 * np.sqrt(n)))))
     nlist = min(nlist, max(64, n // 39))  # FAISS wants >= 39 training points per list
     m = max(1, dim // 4)
     while dim % m:
         m -= 1
-    return f"OPQ{m},IVF{nlist},PQ{m}"
+    return f"IVF{nlist},PQ{m}np"
 
 
 # -- a representative mix -------------------------------------------------------------------------
@@ -371,7 +373,8 @@ def _count_into(counts: dict, table) -> None:
     counts["survey_origin"].update((both["survey"] + "|" + both["origin"]).tolist())
 
 
-def _assemble(chunks: list[Path], stage: Path, display: str, dim: int, columns: Sequence[str]) -> dict:
+def _assemble(chunks: list[Path], stage: Path, display: str, dim: int, columns: Sequence[str],
+              dtype=np.float32) -> dict:
     """Write the stage's embeddings, metadata, display copies or thumbnails from the parts.
 
     One part is in memory at a time; everything else goes straight to memory-mapped
@@ -387,7 +390,6 @@ def _assemble(chunks: list[Path], stage: Path, display: str, dim: int, columns: 
                 for name in ("flux", "mask", "wave"):
                     totals[name] += data[name].size
     stage.mkdir(parents=True, exist_ok=True)
-    dtype = np.float32 if display == "copies" else np.float16  # float16: re-ranking only
     embeddings = np.lib.format.open_memmap(stage / "embeddings.npy", "w+", dtype, (n, dim))
     outputs: dict[str, np.ndarray] = {}
     if display == "copies":
@@ -836,7 +838,9 @@ def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: in
     if stage.exists():
         shutil.rmtree(stage)
     columns = list(units[0]["meta"]) if corpus is not None else [*METADATA_COLUMNS, "source", "source_row"]
-    summary = _assemble(chunk_files, stage, display, tokenizer.config.d_embed, columns)
+    # float16 (half the disk; for re-ranking) only where an approximate index does the search.
+    dtype = np.float16 if display == "source" and n_planned > EXACT_LIMIT else np.float32
+    summary = _assemble(chunk_files, stage, display, tokenizer.config.d_embed, columns, dtype)
     n = summary["n"]
     if not n:
         reason = f" (first: {source_errors[0] if source_errors else summary['errors'][0]})" \
@@ -848,9 +852,9 @@ def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: in
     tick = time.perf_counter()
     factory = factory or ("Flat" if n <= EXACT_LIMIT else ivf_factory(n, embeddings.shape[1]))
     if rerank is None:
-        rerank = RERANK if "PQ" in factory and display == "source" else 0
-    if rerank and display != "source":
-        rerank = 0  # copies-mode indexes keep float32 embeddings: re-ranking them is exact search anyway
+        rerank = RERANK if "PQ" in factory else 0
+    if rerank is None:
+        rerank = 0
     if progress:
         print(f"building the FAISS index ({factory}) of {n:,} vectors", file=sys.stderr)
     index, search_params = _build_faiss(embeddings, factory, rerank)
@@ -891,7 +895,7 @@ def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: in
         "metric": "inner_product",
         "dimension": int(tokenizer.config.d_embed),
         "display": display,
-        "embeddings_dtype": "float32" if display == "copies" else "float16",
+        "embeddings_dtype": np.dtype(dtype).name,
         "factory": factory,
         "search_params": search_params,
         "map": map_info,

@@ -148,7 +148,11 @@ def check_arrays(index, finite: bool | None = None) -> None:
 
     path, n, dim = index.path, index.manifest["n"], index.manifest["dimension"]
     copies = index.manifest.get("display", "copies") == "copies"
-    _expect(path, "embeddings.npy", index._embeddings, np.float32 if copies else np.float16, (n, dim))
+    dtype = index.manifest.get("embeddings_dtype", "float32")
+    if dtype not in ("float32", "float16"):
+        raise SpectrumError(f"{path / 'manifest.json'}: field 'embeddings_dtype' must be float32 or "
+                            f"float16, not {dtype!r}; {_hint(path)}")
+    _expect(path, "embeddings.npy", index._embeddings, np.dtype(dtype), (n, dim))
     _expect(path, "coords.npy", index._coords, np.float32, (n, 2))
     if index._map is not None:
         _expect(path, "map.npy", index._map, np.float32, (3, dim))
