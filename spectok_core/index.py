@@ -16,6 +16,15 @@ corpus (which may be gigabytes, or on another machine)::
     display/mask.npy     bad-pixel masks, bit-packed, one byte-aligned run per spectrum
     display/wave.npy     float32 wavelengths of the irregular grids only (SpeX prism, ...)
 
+An index built without display copies (``manifest["display"] == "source"``, the default
+above 200,000 spectra) has no display/ folder and no map.npy; instead::
+
+    embeddings.npy       (N, D) float16 where an approximate index searches (exact re-ranking)
+    thumbnails.npy       (N, 64) float16 flux / scale on a log grid from wave_min to wave_max
+    metadata.parquet     also source / source_row (or shard / shard_row), flux_scale, index_row
+
+and a neighbour is read from its source when reachable (:meth:`SpectrumIndex.spectrum`).
+
 Nothing here is a pickle: the index can come from anyone, so it is checked before use
 (:mod:`spectok_core.index_check`: manifest fields, sha256 of every file, array headers,
 display offsets, finite embeddings). This module reads index
