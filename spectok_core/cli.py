@@ -268,7 +268,7 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .index import SpectrumIndex, format_hits, parse_where, select_rows, write_table
+    from .index import SpectrumIndex, format_hits, parse_where, write_table
     from .io import read_spectra
     from .model.tokenizer import Tokenizer
 
@@ -293,7 +293,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         if getattr(args, key):
             where[key] = getattr(args, key)
     index = SpectrumIndex.load(args.index, tokenizer=False)
-    select_rows(index.metadata, where)  # a bad filter fails before the model loads
+    index.select(where)  # a bad filter fails before the model loads (a large index: on Parquet)
     tok = Tokenizer.from_pretrained(args.model)
     index.check_model(tok)
     chosen = [spectra[i] for i in numbers]

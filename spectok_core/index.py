@@ -404,7 +404,10 @@ class SpectrumIndex:
 
         meta = self._row_meta(row)
         survey = str(meta.get("survey") or "unknown")
-        got = read_source_row(meta, self.manifest.get("corpus"), self.manifest.get("source_roots") or [])
+        roots = self.manifest.get("source_roots")
+        roots = [r for r in roots if isinstance(r, str)] if isinstance(roots, list) else []
+        corpus = self.manifest.get("corpus") if isinstance(self.manifest.get("corpus"), str) else None
+        got = read_source_row(meta, corpus, roots)
         plain = {k: v for k, v in meta.items() if k != "survey"}
         if got is not None:
             return Spectrum(got.wave, got.flux, got.ivar, got.mask, got.survey,
@@ -546,6 +549,14 @@ class SpectrumIndex:
     def _rerank(self, queries: np.ndarray, k: int, factor: int, params=None) -> tuple[np.ndarray, np.ndarray]:
         # The same function the build tunes nprobe with, so the recorded recall is what search gives.
         return rerank_search(self._index, self._embeddings, queries, k, factor, params)
+
+    def select(self, where: Mapping[str, Any] | None) -> np.ndarray:
+        """Boolean mask of the rows matching ``where`` (as in :func:`select_rows`).
+
+        An index whose metadata is not loaded (a large one) reads only the filtered
+        columns from Parquet, with the predicates pushed down to the scan.
+        """
+        return self._selection(where) if where else np.ones(len(self), bool)
 
     def _selection(self, where: Mapping[str, Any]) -> np.ndarray:
         """select_rows, remembered for the last few filters (an app repeats its filter)."""

@@ -206,3 +206,26 @@ def test_ivf_pq_reaches_the_recall_it_records_on_50k_vectors(monkeypatch):
     recall = np.mean([len(set(t[t != i][:10]) & set(f[f != i][:10])) / 10 for t, f, i in zip(truth, found, ids)])
     assert recall >= 0.95
     assert index_build.ivf_factory(10_000_000, 128) == "IVF16384,PQ32np"
+
+
+def test_a_partition_that_keeps_failing_stops_the_build_with_its_reason(cluster, model_dir, tok, tmp_path):
+    from spectok_core.index_cluster import run_parts
+
+    bad = {"kind": "nonsense"}  # read_unit refuses it on the worker, every time
+    with pytest.raises(SpectrumError, match=r"failed 2 times on the cluster .*unknown unit kind.*resume"):
+        run_parts([(bad, tmp_path / "chunk-00000.npz")], "dask", None, model_dir, tok.weights_hash, 8,
+                  "copies", None, client=cluster[1], retries=1)
+    assert not list(tmp_path.glob("*.npz"))
+
+
+def test_cli_builds_from_files_and_searches_a_source_index(files_dir, model_dir, tmp_path, capsys):
+    from spectok_core.cli import main
+
+    out = tmp_path / "idx"
+    assert main(["index", "build", str(files_dir / "shards"), str(files_dir / "tables" / "*.csv"), "--out",
+                 str(out), "--model", str(model_dir), "--no-umap", "--display", "source"]) == 0
+    assert "display source" in capsys.readouterr().out
+    query = files_dir / "shards" / "sdss.hdf5"
+    assert main(["search", str(query), "--which", "0", "-k", "2", "--index", str(out), "--model",
+                 str(model_dir), "--survey", "sdss"]) == 0
+    assert "sdss-star-0" in capsys.readouterr().out
