@@ -92,6 +92,9 @@ def check_manifest(path: Path, manifest: Any, data_files, manifest_path: Path) -
     if not isinstance(params, dict) or any(
             not isinstance(params.get(k, 1), int) or params.get(k, 1) < 1 for k in ("efSearch", "nprobe")):
         raise bad("search_params", "must be an object with positive whole efSearch / nprobe")
+    rerank = params.get("rerank", 0)
+    if not isinstance(rerank, int) or isinstance(rerank, bool) or not 0 <= rerank <= 1024:
+        raise bad("search_params.rerank", "must be a whole number from 0 to 1024")
     files = manifest.get("files")
     allowed = set(data_files) | {"map.npy"}  # the data files of the manifest's display mode
     if not isinstance(files, dict) or not set(data_files) <= set(files) or not set(files) <= allowed:

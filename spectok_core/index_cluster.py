@@ -61,6 +61,14 @@ def embed_part(unit: dict, path: str, model_dir: str, weights_hash: str, batch_s
     return int(len(part["snr"]))
 
 
+def _task_key(path: Path, weights_hash: str) -> str:
+    """One key per part file and model: two builds sharing a cluster never share a task."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{path.resolve()}:{weights_hash}".encode()).hexdigest()[:16]
+    return f"spectok-part-{path.stem}-{digest}"
+
+
 def client_for(scheduler: str, workers: int | None):
     """A dask Client (and the LocalCluster it owns, or None) for a scheduler setting."""
     try:
@@ -93,7 +101,7 @@ def run_parts(todo: Sequence[tuple[dict, Path]], scheduler: str, workers: int | 
         for unit, path in todo:
             future = own.submit(embed_part, unit, str(Path(path).resolve()), str(Path(model_dir).resolve()),
                                 weights_hash, batch_size, display, dict(where) if where else None,
-                                key=f"spectok-part-{Path(path).stem}-{weights_hash[:8]}", retries=retries,
+                                key=_task_key(Path(path), weights_hash), retries=retries,
                                 pure=False)
             futures[future] = unit
         failed = None
