@@ -310,6 +310,12 @@ def describe_query() -> None:
     facts = explore.spectrum_facts(q["spectrum"])
     warnings = facts.pop("warnings", [])
     st.caption(" · ".join(f"**{k}**: {v}" for k, v in facts.items()))
+    meta = q["spectrum"].meta
+    links = explore.survey_links(q["spectrum"].survey, meta.get("object_id"), meta.get("ra"),
+                                 meta.get("dec"))
+    if links:
+        names = {"survey_page": "in its survey's archive", "simbad": "SIMBAD within 5″"}
+        st.caption("This object: " + " · ".join(f"[{names[k]}]({url})" for k, url in links.items()))
     for warning in warnings:
         st.warning(f"The model may be out of its depth: {warning}")
     if q["spectrum"].meta.get("display_copy"):

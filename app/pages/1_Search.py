@@ -97,9 +97,9 @@ def show_neighbours(index, hits, spectrum, estimates, view: dict) -> None:
                f"(similarity {float(best['similarity']):.4f})")
     common.neighbours_dataframe(explore.hits_table(hits), key="neighbours_table")
     st.download_button("Download neighbours (CSV)", explore.neighbours_csv(hits),
-                       file_name="spectok_neighbours.csv", mime="text/csv", key="download",
-                       help="ra, dec (ICRS degrees; empty for simulated spectra) and similarity "
-                            "first, then the labels and archive links")
+                       file_name="spectok_neighbours.csv", mime="text/csv", key="download")
+    st.caption("The CSV starts with ra, dec (ICRS degrees; empty for simulated spectra) and "
+               "similarity, then the labels and archive links.")
     shown = hits.head(6)
     spectra = [index.spectrum(int(r)) for r in shown["row"]]
     labels = [explore.neighbour_label(r) for r in shown.to_dict("records")]

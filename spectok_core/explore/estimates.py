@@ -200,9 +200,13 @@ def gated_estimates(hits: pd.DataFrame, spectrum: Spectrum | None = None) -> dic
         if not reason and winner is not None and not class_ok:
             reason = "the class is not reliable"
         if not reason and agreeing.size < MIN_AGREEING:
-            reason = (f"only {agreeing.size} close neighbours agree" if agreeing.size > 1 else
-                      f"the close neighbours' values disagree (fewer than {MIN_AGREEING} within "
-                      f"{AGREE[key]:g}{' × (1 + z)' if key == 'z' else ' × Teff' if key == 'teff' else ' dex'})")
+            if values.size < MIN_AGREEING:
+                reason = (f"only {values.size} close neighbour{'s have' if values.size > 1 else ' has'} "
+                          f"a {LABELS[key]}")
+            else:
+                within = {"z": "× (1 + z)", "teff": "× Teff"}.get(key, "dex")
+                reason = (f"only {agreeing.size} of {values.size} close neighbours agree "
+                          f"(within {AGREE[key]:g} {within})")
         if not reason and math.isfinite(spread) and spread > MAX_SPREAD[key] * scale:
             reason = "the neighbours' values are too spread"
         value = float(np.median(agreeing)) if agreeing.size else centre

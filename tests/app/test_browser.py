@@ -170,8 +170,14 @@ def test_real_upload_atlas_click_csv_and_every_page(sync_playwright, running_app
             body = page.inner_text("body")
             assert "Nearest 10 neighbours across surveys" in body
             assert "Neighbour estimates" in body and "sdss-0266-51602-0013" in body
-            assert "10⁻¹⁷ erg s⁻¹ cm⁻² Å⁻¹" in page.content()  # the flux axis, as written by hand
+            html = page.content()
+            assert "10⁻¹⁷ erg s⁻¹ cm⁻² Å⁻¹" in html  # the flux axis, as written by hand
+            # the real file has a sky position: links to SkyServer and SIMBAD
+            assert "skyserver.sdss.org/dr18/VisualTools/explore/summary?ra=146.934" in html
+            assert "simbad.cds.unistra.fr/simbad/sim-coo?Coord=146.934" in html
             shoot(page, screenshots / "search.png")
+            # one element with that text: benchmarks/app_speed.py waits on it by text
+            assert page.get_by_text("Download neighbours (CSV)").count() == 1
             with page.expect_download(timeout=20_000) as download:
                 page.get_by_role("button", name="Download neighbours (CSV)").click()
             csv = Path(download.value.path()).read_text().splitlines()
