@@ -98,3 +98,13 @@ def test_estimate_ivar_recovers_white_noise_level():
     ivar = estimate_ivar(flux)
     snr = np.median(flux * np.sqrt(ivar))
     assert 40 < snr < 60
+
+
+def test_to_specutils_without_specutils_says_how_to_get_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "specutils", None)  # as if it were not installed
+    wave = np.linspace(4000.0, 5000.0, 50)
+    spectrum = Spectrum(wave, np.ones(50), np.ones(50), None, "unknown", {})
+    with pytest.raises(SpectrumError, match=r"pip install 'spectok\[specutils\]'"):
+        spectrum.to_specutils()

@@ -135,6 +135,8 @@ def flux_unit_label(unit: object) -> str:
     text = str(unit or "").strip()
     if not text:
         return "flux"
+    if len(text) > 120:  # a header is not an essay: show the start, parse nothing
+        return text[:117] + "…"
     note = ""
     if "(" in text and text.endswith(")") and not re.search(r"\*\*\(|\^\(", text[text.index("("):]):
         cut = text.index("(")

@@ -107,6 +107,7 @@ def test_a_noisy_edge_does_not_set_the_y_range():
      "10⁻¹⁷ erg s⁻¹ cm⁻² Å⁻¹ (relative; not flux-calibrated)"),
     ("relative (MILES flux-calibrated, arbitrary scale)", "relative (MILES flux-calibrated, arbitrary scale)"),
     (None, "flux"),
+    ("erg/s " * 100, ("erg/s " * 100)[:117] + "…"),  # a runaway header is cut, not parsed
 ])
 def test_flux_units_are_shown_as_an_astronomer_writes_them(unit, shown):
     assert explore.flux_unit_label(unit) == shown
