@@ -155,12 +155,13 @@ def bench_index_one(args) -> dict:
         ids = np.sort(rng.choice(n, 1000, replace=False))
         queries = np.asarray(vectors[ids], np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        rerank = int(params.get("rerank", 0))
         times = []
         found = np.zeros((len(ids), 11), np.int64)
         for i, q in enumerate(queries):
             t = time.perf_counter()
-            if args.rerank:
-                _, f = rerank_search(index, vectors, q[None], 11, args.rerank)
+            if rerank:
+                _, f = rerank_search(index, vectors, q[None], 11, rerank)
             else:
                 _, f = index.search(q[None], 11)
             times.append(time.perf_counter() - t)
@@ -170,7 +171,7 @@ def bench_index_one(args) -> dict:
                                 for t, f, i in zip(truth, found, ids)]))
         sizes = {"index.faiss": (work / "index.faiss").stat().st_size,
                  "embeddings.npy (float16, re-ranking)": (work / "embeddings.npy").stat().st_size}
-        return {"part": "index", "n": n, "factory": factory, **params, "rerank": args.rerank,
+        return {"part": "index", "n": n, "factory": factory, **params,
                 "vectors": f"{min(n, n_base):,} model embeddings ({base_from}), the rest noisy copies "
                            f"(sigma {args.noise}/dim)", "make_vectors_s": round(make_s, 1),
                 "build_s": round(build_s, 1), "peak_rss_mb": round(_peak_rss_mb(), 0),

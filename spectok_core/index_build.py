@@ -86,6 +86,7 @@ CHUNK_SIZE = 512  # spectra per resumable embedding chunk (one part)
 DISPLAY_LIMIT = 200_000  # up to this many planned spectra an index keeps display copies
 
 RERANK = 8  # IVF-PQ: k * RERANK candidates re-scored exactly from float16 embeddings
+RERANK_CHOICES = (8, 32, 128)  # deeper candidate lists the build tries when 8 misses the target
 
 TRAIN_SAMPLE = 256 * 1024  # vectors an IVF / PQ index is trained on, at most
 
@@ -523,17 +524,22 @@ def tune_search(index, embeddings: np.ndarray, factory: str, target: float = TAR
     space = faiss.ParameterSpace()
     values = [16, 32, 64, 128, 256, 512, 1024] if name == "efSearch" else \
         [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if v <= max(1, _nlist(index))]
+    # With re-ranking, deeper candidate lists are tried when the PQ codes alone cannot
+    # bring the true neighbours into the first k * rerank (near-duplicate spectra).
+    factors = [f for f in RERANK_CHOICES if f >= rerank] or [rerank] if rerank else [0]
     chosen = {name: values[-1], "recall_at_10": None}
-    for value in values:
-        space.set_index_parameter(index, name, value)
-        if rerank:
-            _, found = rerank_search(index, embeddings, queries, k + 1, rerank)
-        else:
-            _, found = index.search(queries, k + 1)
-        recall = float(np.mean([len(a & b) / k for a, b in zip(others(found), truth_sets)]))
-        chosen = {name: value, "recall_at_10": round(recall, 4)}
-        if recall >= target:
-            break
+    for factor in factors:
+        for value in values:
+            space.set_index_parameter(index, name, value)
+            if factor:
+                _, found = rerank_search(index, embeddings, queries, k + 1, factor)
+            else:
+                _, found = index.search(queries, k + 1)
+            recall = float(np.mean([len(a & b) / k for a, b in zip(others(found), truth_sets)]))
+            chosen = {name: value, "recall_at_10": round(recall, 4), **({"rerank": factor} if factor else {})}
+            if recall >= target:
+                space.set_index_parameter(index, name, value)
+                return chosen
     space.set_index_parameter(index, name, chosen[name])
     return chosen
 
@@ -857,8 +863,8 @@ def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: in
         rerank = 0
     if progress:
         print(f"building the FAISS index ({factory}) of {n:,} vectors", file=sys.stderr)
-    index, search_params = _build_faiss(embeddings, factory, rerank)
-    if rerank:
+    index, search_params = _build_faiss(embeddings, factory, rerank)  # tuning may deepen rerank
+    if rerank and "rerank" not in search_params:
         search_params["rerank"] = int(rerank)
     timings["faiss"] += time.perf_counter() - tick
     tick = time.perf_counter()

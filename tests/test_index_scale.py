@@ -202,7 +202,7 @@ def test_ivf_pq_reaches_the_recall_it_records_on_50k_vectors(monkeypatch):
     queries = stored[ids].astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     _, truth = exact_knn(queries, stored, 11)
-    _, found = rerank_search(index, stored, queries, 11, 8)
+    _, found = rerank_search(index, stored, queries, 11, params.get("rerank", 8))
     recall = np.mean([len(set(t[t != i][:10]) & set(f[f != i][:10])) / 10 for t, f, i in zip(truth, found, ids)])
     assert recall >= 0.95
     assert index_build.ivf_factory(10_000_000, 128) == "IVF16384,PQ32np"
