@@ -172,8 +172,9 @@ def bench_index_one(args) -> dict:
         sizes = {"index.faiss": (work / "index.faiss").stat().st_size,
                  "embeddings.npy (float16, re-ranking)": (work / "embeddings.npy").stat().st_size}
         return {"part": "index", "n": n, "factory": factory, **params,
-                "vectors": f"{min(n, n_base):,} model embeddings ({base_from}), the rest noisy copies "
-                           f"(sigma {args.noise}/dim)", "make_vectors_s": round(make_s, 1),
+                "vectors": f"{min(n, n_base):,} model embeddings ({base_from})" + (
+                    f", {n - n_base:,} noisy copies (sigma {args.noise}/dim)" if n > n_base else " (all real)"),
+                "make_vectors_s": round(make_s, 1),
                 "build_s": round(build_s, 1), "peak_rss_mb": round(_peak_rss_mb(), 0),
                 "rss_before_build_mb": round(rss_before, 0),
                 "disk_mb": {k: round(v / 2**20, 1) for k, v in sizes.items()},
