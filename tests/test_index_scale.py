@@ -229,3 +229,32 @@ def test_cli_builds_from_files_and_searches_a_source_index(files_dir, model_dir,
     assert main(["search", str(query), "--which", "0", "-k", "2", "--index", str(out), "--model",
                  str(model_dir), "--survey", "sdss"]) == 0
     assert "sdss-star-0" in capsys.readouterr().out
+
+
+def test_an_ivf_pq_index_without_display_copies_searches_reranks_and_memory_maps(corpus_dir, tok, tmp_path,
+                                                                                 monkeypatch):
+    from spectok_core import index as index_module
+
+    built = SpectrumIndex.build(corpus_dir, tmp_path / "ivf", tok, factory="IVF2,PQ8x4np", display="source",
+                                progress=False, umap=False)
+    params = built.manifest["search_params"]
+    assert params["rerank"] >= 8 and params["nprobe"] >= 1 and built.manifest["display"] == "source"
+    monkeypatch.setattr(index_module, "MMAP_ABOVE", 0)  # as if index.faiss were too large for memory
+    index = SpectrumIndex.load(tmp_path / "ivf", tokenizer=tok)
+    hits = index.search(np.stack([index.embedding(r) for r in range(len(index))]), k=3)
+    own = hits.groupby("query")["row"].apply(list)
+    # 4-bit PQ on 44 near-identical toy embeddings: re-ranking is exact, the candidates are not.
+    assert np.mean([q in rows for q, rows in own.items()]) >= 0.9
+    assert np.allclose(hits["similarity"][hits["row"] == hits["query"]], 1.0, atol=1e-5)
+    for fraction in (0.0, 1.0):  # the FAISS selector path with re-ranking, then the exact subset
+        monkeypatch.setattr(index_module, "SUBSET_FRACTION", fraction)
+        found = index.search(index.embedding(3), k=4, where={"class": "STAR", "teff": (3000, None)})
+        assert len(found) == 4 and set(found["class"]) == {"STAR"} and (found["teff"] >= 3000).all()
+    from spectok_core.index import select_rows
+
+    for where in ({"class": "star", "teff": (3000, None)}, {"z": (None, 1.0)}, {"survey": ["miles", "spex"]},
+                  {"object_id": "desi-qso-9"}, {"origin": [None, "real"]}):
+        pushed = SpectrumIndex.load(tmp_path / "ivf", tokenizer=False).select(where)
+        assert np.array_equal(pushed, select_rows(index.metadata, where)), where
+    spectrum = index.spectrum(5)
+    assert spectrum.meta["from_source"] and spectrum.meta["index_row"] == 5
