@@ -43,7 +43,10 @@ def encoder_flops(tok: Tokenizer, n_pixels: int) -> float:
     d = c.d_model
     per_layer = n * (4 * d * d + 2 * c.mlp_ratio * d * d) * 2 + 2 * n * n * d * 2
     embed = n * (c.patch_size * 3 + 2 * c.n_freq + 3) * d * 2
-    return c.n_enc_layers * per_layer + embed + d * d * 4
+    k = c.n_latents  # latent queries: self-attention, cross-attention to the n tokens, MLP
+    latent = (k * (4 * d * d + 2 * c.mlp_ratio * d * d) + k * 2 * d * d + n * 2 * d * d) * 2 + 2 * k * n * d * 2
+    summary = k * d * d * 2 if k else 0
+    return c.n_enc_layers * per_layer + embed + c.n_latent_layers * latent * (k > 0) + summary + d * d * 4
 
 
 def main() -> None:

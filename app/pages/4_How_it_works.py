@@ -77,19 +77,32 @@ def walkthrough(tok, index, spectrum) -> None:
     st.markdown(
         f"A transformer encoder lets the patches look at each other, and returns one vector of "
         f"**{tokens.tokens.shape[1]} numbers per patch**: the tokens. Each column below is one "
-        "token, placed at its patch's wavelength. The decoder can redraw the whole spectrum — on "
-        "any grid — from these tokens alone (see the Reconstruction page)."
+        "token, placed at its patch's wavelength. "
+        + (f"Then {config.n_latents} learned *latent queries* read all the tokens (cross-attention) "
+           f"and summarise them into {config.n_latents} latent vectors: the model's description of "
+           "the object. The decoder redraws the spectrum — on any grid — from these latents alone, "
+           "never from the tokens, so whatever it needs about the object has to pass through them "
+           "(see the Reconstruction page). Brightness stays out: the flux is divided by its median "
+           "first, and that scale is kept aside."
+           if config.n_latents else
+           "The decoder can redraw the whole spectrum — on any grid — from these tokens alone "
+           "(see the Reconstruction page).")
     )
     st.plotly_chart(explore.tokens_figure(tokens), key="how_tokens")
 
     st.header("5 · Embedding")
     vector = common.query_vector(tok, index)
     st.markdown(
-        f"The tokens are averaged into **one vector of {vector.size} numbers**, which a fixed "
-        "map (fitted on training spectra) centres and whitens (rescales it so that every "
-        "direction in which spectra differ counts alike), and which is scaled to length 1: the "
-        "embedding. Two spectra are similar when their embeddings point the same way; their "
+        (f"A linear map turns the latents into **one vector of {vector.size} numbers**"
+         if config.n_latents else f"The tokens are averaged into **one vector of {vector.size} numbers**")
+        + ", which a fixed map (fitted on training spectra) centres and whitens (rescales it so "
+        "that every direction in which spectra differ counts alike), and which is scaled to length "
+        "1: the embedding. Two spectra are similar when their embeddings point the same way; their "
         "similarity is the dot product (1 = identical, 0 = unrelated)."
+        + (" In training the model also sees one object through two instruments (simulated "
+           "observations of one source) and a part of a spectrum beside the whole: it is asked to "
+           "redraw each from the other and to give both the same embedding, so that one object "
+           "lands in one place whatever instrument observed it." if config.n_latents else "")
     )
     st.plotly_chart(explore.embedding_figure(vector), key="how_embedding")
 

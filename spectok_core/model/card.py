@@ -32,6 +32,7 @@ def final_losses(curves: dict[str, tuple[np.ndarray, np.ndarray]], last: int = 3
 
 
 PAIR_PREFIX = "pairs: "  # the cross-survey terms in loss.csv (not per-survey χ²)
+VIEW_PREFIX = "crop: "  # the cropped-view terms
 
 
 def plot_loss_curve(log: Path, out: Path, smooth: int = 15, title: str = "spectok-small",
@@ -46,8 +47,8 @@ def plot_loss_curve(log: Path, out: Path, smooth: int = 15, title: str = "specto
     from ..data.figures import save_png
 
     curves = read_loss_log(log)
-    pair_curves = {k: v for k, v in curves.items() if k.startswith(PAIR_PREFIX)}
-    survey_curves = {k: v for k, v in curves.items() if not k.startswith(PAIR_PREFIX)}
+    pair_curves = {k: v for k, v in curves.items() if k.startswith((PAIR_PREFIX, VIEW_PREFIX))}
+    survey_curves = {k: v for k, v in curves.items() if not k.startswith((PAIR_PREFIX, VIEW_PREFIX))}
     panels = 2 if pair_curves else 1
     fig, axes = plt.subplots(panels, 1, figsize=(9, 5 + 2.5 * (panels - 1)), squeeze=False, sharex=True)
     for ax, group in zip(axes[:, 0], (survey_curves, pair_curves)):
@@ -65,7 +66,7 @@ def plot_loss_curve(log: Path, out: Path, smooth: int = 15, title: str = "specto
     axes[0, 0].set_ylabel("χ² per usable pixel (running average)")
     axes[0, 0].set_title(f"{title}: training loss per survey (real and simulated spectra)")
     if pair_curves:
-        axes[1, 0].set_ylabel("same-object pair terms")
+        axes[1, 0].set_ylabel("pair and cropped-view terms")
     axes[-1, 0].set_xlabel("training step")
     fig.tight_layout()
     return save_png(fig, out)
