@@ -794,8 +794,10 @@ def real_file_neighbours(run: Run, folder: Path | None = None, k: int = 5) -> Se
                      "z": spectrum.meta.get("z"), f"nearest {k} (instrument: class)": neighbours,
                      "majority": majority, "agrees": {True: "yes", False: "no", None: "—"}[ok]})
     section.text.append(
-        f"Real SDSS/BOSS and LAMOST files from {folder.name}/ (not part of the corpus), embedded and "
-        f"searched against the {len(gallery):,} corpus spectra embedded in this run. The majority "
+        f"Real SDSS/BOSS and LAMOST files from {folder.name}/, embedded and searched against the "
+        f"{len(gallery):,} corpus spectra embedded in this run (most of these files are also in "
+        "the corpus through `spectok corpus add-real`, in its train split; the spectra searched "
+        "here are the report's planned rows, which do not include them). The majority "
         f"class of the {k} nearest neighbours agrees with the file's own class for "
         f"{sum(agree)} of {len(agree)} files with a class (LAMOST MRS files carry none: stars).")
     section.tables.append(table)
