@@ -34,6 +34,25 @@ class Estimate:
     reason: str = ""  # why it is not reliable
 
 
+def _class_vote(labels: pd.Series):
+    """(winner, its share, the counts, voters) of the neighbours' classes, or None if nobody voted.
+
+    Ties go to the class of the best-ranked neighbour among the tied.
+    """
+    classes = labels.dropna().astype(str)
+    classes = classes[(classes != "") & (classes != "None")]
+    if not len(classes):
+        return None
+    counts = classes.value_counts()
+    tied = set(counts[counts == counts.iloc[0]].index)
+    winner = next(c for c in classes if c in tied)
+    return winner, float(counts[winner] / len(classes)), counts, int(len(classes))
+
+
+def _vote_note(counts: pd.Series) -> str:
+    return ", ".join(f"{c}: {n}" for c, n in counts.items())
+
+
 def neighbour_estimates(hits: pd.DataFrame) -> dict[str, Estimate]:
     """Class vote and label medians among the neighbours (NOT a fit to the spectrum).
 
@@ -55,16 +74,10 @@ def neighbour_estimates(hits: pd.DataFrame) -> dict[str, Estimate]:
         return out
     winner = None
     if "class" in hits:
-        classes = hits["class"].dropna().astype(str)
-        classes = classes[(classes != "") & (classes != "None")]
-        if len(classes):
-            counts = classes.value_counts()
-            # Ties go to the class of the best-ranked neighbour among the tied.
-            tied = set(counts[counts == counts.iloc[0]].index)
-            winner = next(c for c in classes if c in tied)
-            share = counts[winner] / len(classes)
-            note = ", ".join(f"{c}: {n}" for c, n in counts.items())
-            out["class"] = Estimate("class", winner, float(share), int(len(classes)), note)
+        vote = _class_vote(hits["class"])
+        if vote is not None:
+            winner, share, counts, n = vote
+            out["class"] = Estimate("class", winner, share, n, _vote_note(counts))
     for key in LABELS:
         if key not in hits:
             continue
@@ -160,22 +173,17 @@ def gated_estimates(hits: pd.DataFrame, spectrum: Spectrum | None = None) -> dic
     few = f"fewer than {MIN_AGREEING} neighbours with similarity ≥ {MIN_SIMILARITY:g}"
     winner, class_ok = None, False
     if "class" in hits:
-        classes = close["class"].dropna().astype(str)
-        classes = classes[(classes != "") & (classes != "None")]
-        if len(classes):
-            counts = classes.value_counts()
-            tied = set(counts[counts == counts.iloc[0]].index)
-            winner = next(c for c in classes if c in tied)
-            share = counts[winner] / len(classes)
-            note = ", ".join(f"{c}: {n}" for c, n in counts.items())
+        vote = _class_vote(close["class"])
+        if vote is not None:
+            winner, share, counts, n = vote
+            note = _vote_note(counts)
             reason = snr_reason
             if not reason and counts[winner] < MIN_AGREEING:
                 reason = f"only {counts[winner]} close neighbours are {winner}"
             elif not reason and share < MIN_CLASS_SHARE:
                 reason = f"the close neighbours disagree ({share:.0%} {winner})"
             class_ok = not reason
-            out["class"] = Estimate("class", winner, float(share), int(len(classes)), note,
-                                    class_ok, reason)
+            out["class"] = Estimate("class", winner, share, n, note, class_ok, reason)
         else:
             out["class"] = Estimate("class", None, float("nan"), 0, "", False, snr_reason or few)
     for key in LABELS:
