@@ -11,7 +11,6 @@ bytes ``load`` checks sizes, headers and offsets only, and ``spectok index verif
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .data.fetch import sha256_of
 from .spectrum import SpectrumError
 
 #: Indexes up to this many bytes are hashed in full at every load (the demo: 14 MB, ~30 ms).
@@ -34,17 +34,9 @@ def _hint(path: Path) -> str:
             "(add --model MODEL_DIR to use other weights)")
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_records(folder: Path, names) -> dict[str, dict[str, Any]]:
     """The manifest's ``files``: each file's size and sha256."""
-    return {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256(folder / name)}
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_of(folder / name)}
             for name in names}
 
 
@@ -126,7 +118,7 @@ def check_files(path: Path, manifest: dict, full: bool | None = None) -> bool:
         full = sum(r["bytes"] for r in files.values()) <= HASH_AT_LOAD
     if full:
         for name, record in files.items():
-            if sha256(path / name) != record["sha256"]:
+            if sha256_of(path / name) != record["sha256"]:
                 raise SpectrumError(
                     f"index file {path / name} does not match the sha256 in the manifest: it was "
                     f"changed or damaged after the build, so the index is not trusted; {_hint(path)}")

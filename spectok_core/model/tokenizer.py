@@ -6,7 +6,6 @@ model folder handed over by anyone can be loaded without running their code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from .. import surveys
+from ..data.fetch import sha256_of
 from ..spectrum import Spectrum, SpectrumError
 from .batch import Prepared, collate, prepare, resolving_power, target_grid
 from .config import ModelConfig
@@ -88,14 +88,6 @@ def _model_id(meta_path: Path, default: str) -> str:
     return model_id
 
 
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Tokenizer:
     """A trained (or fresh) spectok model with a numpy-in, numpy-out API."""
 
@@ -139,7 +131,7 @@ class Tokenizer:
         model_id = folder.name
         if meta_path.is_file():
             model_id = _model_id(meta_path, model_id)
-        return cls(model.to(device), model_id=model_id, weights_hash=file_hash(weights))
+        return cls(model.to(device), model_id=model_id, weights_hash=sha256_of(weights))
 
     def save(self, folder: str | os.PathLike, model_id: str | None = None, **metadata) -> Path:
         """Write model.safetensors, config.json and metadata.json atomically into ``folder``."""
@@ -155,7 +147,7 @@ class Tokenizer:
         for name in (WEIGHTS, CONFIG, "metadata.json"):
             os.replace(tmp / name, folder / name)
         tmp.rmdir()
-        self.weights_hash = file_hash(folder / WEIGHTS)
+        self.weights_hash = sha256_of(folder / WEIGHTS)
         return folder
 
     # -- inference -------------------------------------------------------------------
