@@ -282,16 +282,8 @@ def add_real(out: Path, keys: Sequence[str] | None = None, cache: Path | None = 
     config = manifest.setdefault("config", {})
     present = set(config.get("collections", [])) | set(wanted)
     config["collections"] = [k for k in COLLECTIONS if k in present] + sorted(present - set(COLLECTIONS))
-    table = metadata(out, ("survey", "origin"))
-    manifest.update({
-        "n_spectra": int(len(table)),
-        "counts": {k: int(v) for k, v in Counter(f"{s}|{o}" for s, o in zip(table["survey"], table["origin"])).items()},
-        "corpus_hash": corpus_hash(out),
-        "sources": _source_records(cache),
-    })
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
+    manifest.update(_contents(out, cache))
+    _write_manifest(manifest_path, manifest)
     return added
 
 
@@ -329,21 +321,32 @@ def build(out: Path, cfg: CorpusConfig = CorpusConfig(), cache: Path | None = No
             _, counts = _chunk_job(job)
             bar.update(sum(counts.values()))
     bar.close()
-    table = metadata(out)
     manifest = {
         "format_version": FORMAT_VERSION,
         "config": _config_dict(cfg),
         "complete": True,
         "build_seconds": round(time.time() - start, 1),
+        **_contents(out, cache),
+    }
+    _write_manifest(manifest_path, manifest)
+    return manifest
+
+
+def _contents(out: Path, cache: Path) -> dict:
+    """The manifest's record of what a corpus folder holds: counts, hash, data sources."""
+    table = metadata(out, ("survey", "origin"))
+    return {
         "n_spectra": int(len(table)),
         "counts": {k: int(v) for k, v in Counter(f"{s}|{o}" for s, o in zip(table["survey"], table["origin"])).items()},
         "corpus_hash": corpus_hash(out),
         "sources": _source_records(cache),
     }
-    tmp = manifest_path.with_suffix(".tmp")
+
+
+def _write_manifest(path: Path, manifest: dict) -> None:
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, manifest_path)
-    return manifest
+    os.replace(tmp, path)
 
 
 def _config_dict(cfg: CorpusConfig) -> dict:
