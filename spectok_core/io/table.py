@@ -760,6 +760,19 @@ def _text_table(source: Source) -> Table:
     return Table(columns, {}, keywords, comments, "text table")
 
 
+def _astropy_columns(table) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """An astropy table's columns as numpy arrays (masked floats filled with NaN) and their units."""
+    columns, units = {}, {}
+    for name in table.colnames:
+        column = table[name]
+        data = column.filled(np.nan) if hasattr(column, "filled") and column.dtype.kind in "f" else column
+        array = np.asarray(data)
+        columns[name] = array.astype(np.float64) if array.dtype.kind in "biuf" else array.astype(str)
+        if column.unit is not None:
+            units[name] = column.unit.to_string()
+    return columns, units
+
+
 def _ecsv_table(source: Source) -> Table:
     from astropy.table import Table as AstropyTable
 
@@ -777,14 +790,7 @@ def _ecsv_table(source: Source) -> Table:
             f"the ECSV header or rows do not parse ({type(err).__name__}: {str(err)[:200]}); "
             "check the file, or save it as plain CSV with a header line"
         ) from None
-    columns, units = {}, {}
-    for name in table.colnames:
-        column = table[name]
-        data = column.filled(np.nan) if hasattr(column, "filled") and column.dtype.kind in "f" else column
-        array = np.asarray(data)
-        columns[name] = array.astype(np.float64) if array.dtype.kind in "biuf" else array.astype(str)
-        if column.unit is not None:
-            units[name] = column.unit.to_string()
+    columns, units = _astropy_columns(table)
     keywords = {str(k).upper(): v for k, v in table.meta.items() if plain(v) is not None}
     comments = [str(c)[:MAX_COMMENT] for c in table.meta.get("comments", [])]
     return Table(columns, units, keywords, comments, "ECSV table")
@@ -815,14 +821,7 @@ def _mrt_table(source: Source) -> Table:
     if len(table.colnames) > source.limits.max_columns:
         raise SpectrumError(f"the table has {len(table.colnames):,} columns, over the "
                             f"{source.limits.max_columns:,} spectok reads")
-    columns, units = {}, {}
-    for name in table.colnames:
-        column = table[name]
-        data = column.filled(np.nan) if hasattr(column, "filled") and column.dtype.kind in "f" else column
-        array = np.asarray(data)
-        columns[name] = array.astype(np.float64) if array.dtype.kind in "biuf" else array.astype(str)
-        if column.unit is not None:
-            units[name] = column.unit.to_string()
+    columns, units = _astropy_columns(table)
     keywords, comments = {}, []
     for line in text[: 1 << 16].splitlines():
         if line.startswith("=") or line.lower().startswith("byte-by-byte"):
