@@ -81,8 +81,11 @@ def select_rows(metadata: pd.DataFrame, where: Mapping[str, Any] | None) -> np.n
     return mask
 
 
-def _match(column: pd.Series, key: str, value: Any) -> np.ndarray:
-    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+def _filter_terms(key: str, value: Any, numeric: bool) -> tuple[bool, tuple]:
+    """Check one filter against its column's kind and split it, for the pandas and the
+    Parquet paths alike: (True, (low, high)) for a range (bounds as floats or None), or
+    (False, (wanted, missing)) for a list of values (floats for a numeric column) and
+    whether missing values (None) are wanted too."""
     if isinstance(value, tuple):
         if len(value) != 2:
             raise SpectrumError(f"filter {key}={value!r}: a range is a (low, high) pair")
@@ -91,24 +94,34 @@ def _match(column: pd.Series, key: str, value: Any) -> np.ndarray:
                 f"filter {key}={value!r}: ranges need a numeric column, and {key!r} holds text; "
                 "give one value or a list of values"
             )
-        values = column.to_numpy(dtype=float, na_value=np.nan)
-        keep = np.isfinite(values)
         low, high = value
-        if low is not None:
-            keep &= values >= float(low)
-        if high is not None:
-            keep &= values <= float(high)
-        return keep
+        return True, (None if low is None else float(low), None if high is None else float(high))
     wanted = list(value) if isinstance(value, (list, set, frozenset, np.ndarray)) else [value]
     missing = any(v is None for v in wanted)
     wanted = [v for v in wanted if v is not None]
     if numeric:
-        values = column.to_numpy(dtype=float, na_value=np.nan)
         try:
-            targets = np.array([float(v) for v in wanted], dtype=float)
+            wanted = [float(v) for v in wanted]
         except (TypeError, ValueError):
             raise SpectrumError(f"filter {key}={value!r}: {key!r} is numeric; give numbers") from None
-        keep = np.isin(values, targets)
+    return False, (wanted, missing)
+
+
+def _match(column: pd.Series, key: str, value: Any) -> np.ndarray:
+    numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+    is_range, (first, second) = _filter_terms(key, value, numeric)
+    if is_range:
+        values = column.to_numpy(dtype=float, na_value=np.nan)
+        keep = np.isfinite(values)
+        if first is not None:
+            keep &= values >= first
+        if second is not None:
+            keep &= values <= second
+        return keep
+    wanted, missing = first, second
+    if numeric:
+        values = column.to_numpy(dtype=float, na_value=np.nan)
+        keep = np.isin(values, np.array(wanted, dtype=float))
         return keep | np.isnan(values) if missing else keep
     targets = {str(v).lower() for v in wanted}
     if isinstance(column.dtype, pd.CategoricalDtype):
@@ -205,30 +218,17 @@ def _expression(key: str, value: Any, numeric: bool):
     import pyarrow.compute as pc
 
     field = pc.field(key)
-    if isinstance(value, tuple):
-        if len(value) != 2:
-            raise SpectrumError(f"filter {key}={value!r}: a range is a (low, high) pair")
-        if not numeric:
-            raise SpectrumError(
-                f"filter {key}={value!r}: ranges need a numeric column, and {key!r} holds text; "
-                "give one value or a list of values"
-            )
-        low, high = value
+    is_range, (first, second) = _filter_terms(key, value, numeric)
+    if is_range:
         expr = pc.is_finite(field)
-        if low is not None:
-            expr = expr & (field >= float(low))
-        if high is not None:
-            expr = expr & (field <= float(high))
+        if first is not None:
+            expr = expr & (field >= first)
+        if second is not None:
+            expr = expr & (field <= second)
         return expr
-    wanted = list(value) if isinstance(value, (list, set, frozenset, np.ndarray)) else [value]
-    missing = any(v is None for v in wanted)
-    wanted = [v for v in wanted if v is not None]
+    wanted, missing = first, second
     if numeric:
-        try:
-            targets = [float(v) for v in wanted]
-        except (TypeError, ValueError):
-            raise SpectrumError(f"filter {key}={value!r}: {key!r} is numeric; give numbers") from None
-        expr = field.isin(targets)
+        expr = field.isin(wanted)
         return (expr | field.is_null() | ~pc.is_finite(field)) if missing else expr
     expr = pc.utf8_lower(field).isin([str(v).lower() for v in wanted])
     return (expr | field.is_null()) if missing else expr
