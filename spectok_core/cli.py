@@ -206,6 +206,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_align(args: argparse.Namespace) -> int:
+    from .align import AlignConfig, align
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    for name, value in (("--steps", args.steps), ("--batch", args.batch)):
+        if value < 1:
+            raise SpectrumError(f"{name} must be at least 1, not {value}")
+    if args.hidden < 0 or args.temperature <= 0 or args.lr <= 0:
+        raise SpectrumError("--hidden must be 0 or more, --temperature and --lr above 0")
+    cfg = AlignConfig(hidden=args.hidden, steps=args.steps, batch=args.batch, temperature=args.temperature,
+                      lr=args.lr, seed=args.seed, calibration_shrink=args.calibration_shrink)
+    tok = align(Path(args.corpus), Path(args.model), Path(args.out), cfg)
+    print(f"aligned model written to {Path(args.out) / 'final'} (model id {tok.model_id})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from .data.fetch import cache_dir
     from .evaluate import run_evaluation
@@ -496,6 +515,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new model of --config, starting from every weight of MODEL whose name and "
                    "shape match (e.g. a latent model that keeps an earlier model's encoder)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "align",
+        help="stage 2: train the embedding head on same-object pairs, encoder frozen",
+        description="Copy MODEL and train only its summary head (latents -> search embedding) with "
+        "InfoNCE on same-object pairs from two instruments in the corpus's training split. "
+        "Reconstruction is unchanged. The paired spectra's latents are cached in OUT; the model "
+        "goes to OUT/final. Compare it with scripts/compare_models.py before shipping it.",
+    )
+    p.add_argument("--corpus", required=True, help="corpus folder (from `spectok corpus build`)")
+    p.add_argument("--model", required=True, help="model folder to align (from `spectok train`)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--hidden", type=int, default=1024, help="hidden width of the MLP head (0: linear)")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=256, help="same-object pairs per step")
+    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibration-shrink", type=float, default=0.01,
+                   help="eigenvalue shrinkage of the embedding's whitening (100: centre and rotate only)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.set_defaults(func=cmd_align)
 
     p = sub.add_parser(
         "eval",

@@ -21,6 +21,9 @@ class ModelConfig:
     # reads only them. 0 = the earlier design (decoder reads the tokens).
     n_latents: int = 0
     n_latent_layers: int = 2
+    # The summary head that maps the latents to the search embedding: linear (0), or
+    # an MLP with one hidden layer of this width (set by `spectok align`).
+    summary_hidden: int = 0
     n_freq: int = 32  # log-spaced wavelength frequencies (sin + cos each)
     period_min: float = 2.0  # Å: shortest period of the wavelength encoding
     period_max: float = 100_000.0  # Å: longest period
@@ -59,6 +62,8 @@ class ModelConfig:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
         if self.d_embed > self.d_model:
             raise ValueError(f"d_embed ({self.d_embed}) cannot exceed d_model ({self.d_model})")
+        if self.summary_hidden and not self.n_latents:
+            raise ValueError("summary_hidden needs latents (n_latents > 0): without them the embedding is the mean token")
         if not self.period_min < self.period_max or not self.trained_wave_min < self.trained_wave_max:
             raise ValueError("period_min/trained_wave_min must be below period_max/trained_wave_max")
         if self.n_parameters() > MAX_PARAMETERS:
@@ -70,7 +75,8 @@ class ModelConfig:
         d, r = self.d_model, self.mlp_ratio
         block = 4 * d * d + 2 * r * d * d  # attention + MLP
         layers = self.n_enc_layers * block + (self.n_dec_layers + self.n_latent_layers) * (block + 4 * d * d)
-        return layers + self.n_latents * d * d + d * (self.patch_size * 3 + 8 * self.n_freq + d)
+        head = self.n_latents * d * (self.summary_hidden or d) + self.summary_hidden * d
+        return layers + head + d * (self.patch_size * 3 + 8 * self.n_freq + d)
 
     def to_json(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
@@ -102,7 +108,7 @@ MAX_PARAMETERS = 500_000_000
 _RANGES = {
     "patch_size": (1, 1024), "d_model": (2, 4096), "n_heads": (1, 64), "n_enc_layers": (1, 48),
     "n_dec_layers": (1, 48), "mlp_ratio": (1, 16), "d_embed": (1, 4096), "n_latents": (0, 256),
-    "n_latent_layers": (1, 16), "n_freq": (1, 512), "period_min": (1e-3, 1e9), "period_max": (1e-3, 1e9),
+    "n_latent_layers": (1, 16), "summary_hidden": (0, 16384), "n_freq": (1, 512), "period_min": (1e-3, 1e9), "period_max": (1e-3, 1e9),
     "bad_patch_fraction": (0.0, 1.0), "error_floor": (0.0, 1.0), "mask_ratio": (0.0, 0.99),
     "max_patches": (1, 1 << 16), "dropout": (0.0, 0.99), "trained_wave_min": (1.0, 1e8),
     "trained_wave_max": (1.0, 1e8),

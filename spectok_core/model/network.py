@@ -153,6 +153,13 @@ class DecoderBlock(nn.Module):
         return q + self.mlp(self.ln3(q))
 
 
+def summary_head(d_in: int, d_out: int, hidden: int) -> nn.Module:
+    """Latents (flattened) -> summary vector: linear, or an MLP with one hidden layer."""
+    if not hidden:
+        return nn.Linear(d_in, d_out)
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+
+
 class SpecTok(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -169,7 +176,7 @@ class SpecTok(nn.Module):
             # The bottleneck: learned queries cross-attend to the tokens (and to each other).
             self.latent_queries = nn.Parameter(torch.zeros(1, c.n_latents, d))
             self.latent_blocks = nn.ModuleList(DecoderBlock(c) for _ in range(c.n_latent_layers))
-            self.summary_head = nn.Linear(c.n_latents * d, d)
+            self.summary_head = summary_head(c.n_latents * d, d, c.summary_hidden)
         # The summary vector (a linear map of the latents, or the mean token when
         # there are none) is centred and whitened by a fixed linear map fitted on
         # training spectra after training (calibrate_pooling).
