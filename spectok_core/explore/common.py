@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..data.astro import C_KMS
 from ..spectrum import Spectrum
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +54,9 @@ def spectrum_label(spectrum: Spectrum) -> str:
     if meta.get("class"):
         parts.append(str(meta["class"]))
     z = as_float(meta.get("z"))
-    if z is not None:
+    if z is not None and str(meta.get("class", "")).upper() == "STAR":
+        parts.append(f"RV={z * C_KMS:.0f} km/s")  # a star's z is its radial velocity
+    elif z is not None:
         parts.append(f"z={z:.4f}")
     teff = as_float(meta.get("teff"))
     if teff is not None:

@@ -98,12 +98,15 @@ def survey_links(survey: str, object_id: Any = None, ra: Any = None, dec: Any = 
     return links
 
 
+MISSING_TEXT = ("", "None", "nan", "NaN", "<NA>")
+
+
 def neighbour_label(hit: Any) -> str:
     """A neighbour's line on a plot: rank, survey, class, z (or Teff) and similarity."""
     get = hit.get if hasattr(hit, "get") else (lambda key, default=None: getattr(hit, key, default))
     parts = [f"#{get('rank', '?')}", str(get("survey", "?"))]
     cls = get("class")
-    if cls is not None and str(cls) not in ("", "None", "nan"):
+    if cls is not None and str(cls) not in MISSING_TEXT:
         parts.append(str(cls))
     z, teff = as_float(get("z")), as_float(get("teff"))
     if z is not None and str(cls).upper() != "STAR":
@@ -138,6 +141,10 @@ def hits_table(hits: pd.DataFrame, links: bool = True) -> pd.DataFrame:
             table[key] = pd.to_numeric(table[key], errors="coerce").round(digits)
     if "similarity" in table:
         table["similarity"] = table["similarity"].astype(float).round(4)
+    # A missing text value shows blank, not "None" (link columns keep None: no link).
+    for column in table.select_dtypes(include="object").columns.difference(["survey_page", "simbad"]):
+        table[column] = [("" if v is None or str(v) in MISSING_TEXT or (isinstance(v, float) and v != v) else v)
+                         for v in table[column]]
     return table
 
 

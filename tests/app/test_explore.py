@@ -84,6 +84,9 @@ def test_hits_table_and_csv():
     shown = explore.hits_table(table)
     assert "shard" not in shown and shown["similarity"].iloc[0] == 0.9123
     assert shown["z"].dtype.kind == "f"
+    assert shown["teff"].isna().all()  # a missing number stays a missing number
+    blank = hits([(1, 0.9, "sdss", None, "0.1", None, None, None), (2, 0.8, "desi", "None", "0.2", None, None, None)])
+    assert list(explore.hits_table(blank, links=False)["class"]) == ["", ""]  # shown blank, not "None"
     csv = explore.neighbours_csv(table).decode()
     # where it is on the sky and how alike first; ra/dec empty for a spectrum without them
     assert csv.splitlines()[0].startswith("ra,dec,similarity,rank,survey,class,z")
@@ -345,6 +348,8 @@ def test_spectrum_facts_and_label():
     facts = explore.spectrum_facts(spectrum)
     assert facts["z"] == "0.12346" and facts["masked pixels"] == 3 and facts["pixels"] == 400
     assert explore.spectrum_label(spectrum) == "sdss  flat  GALAXY  z=0.1235"
+    spectrum.meta.update({"class": "STAR", "z": 1e-4, "teff": 5800.0})  # a star's z is its radial velocity
+    assert explore.spectrum_label(spectrum) == "sdss  flat  STAR  RV=30 km/s  Teff=5800 K"
 
 
 def test_warm_up_runs(app_data):
