@@ -14,6 +14,7 @@ Targets (DESIGN / the app issue): start < 10 s on a warm install, query < 2 s,
 on 2 CPU cores. Usage::
 
     .venv/bin/python benchmarks/app_speed.py [--model DIR] [--index DIR] [--repeat 3]
+        [--files FILE ...]   # real survey files instead of the bundled examples
 
 Without --model/--index the app uses $SPECTOK_MODEL / $SPECTOK_INDEX or the
 shipped ones. Say which model and index were used when quoting the numbers.
@@ -208,6 +209,9 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=2,
                         help="app starts; the first warms caches, the last is reported")
     parser.add_argument("--screenshot", default=None, help="save the Search page here (PNG)")
+    parser.add_argument("--files", nargs="+", default=None, metavar="FILE",
+                        help="upload these files (e.g. real survey files such as ../shared/data/formats/"
+                        "*/*.fits) instead of the bundled examples; each is one query")
     args = parser.parse_args()
     try:
         from playwright.sync_api import sync_playwright
@@ -222,11 +226,18 @@ def main() -> int:
         env["SPECTOK_MODEL"] = str(Path(args.model).resolve())
     if args.index:
         env["SPECTOK_INDEX"] = str(Path(args.index).resolve())
-    examples = sorted((REPO / "assets" / "examples").glob("*.csv"))
-    if not examples:
-        print("error: no example spectra in assets/examples", file=sys.stderr)
-        return 1
-    files = (examples * args.repeat)[: args.repeat]
+    if args.files:
+        missing = [f for f in args.files if not Path(f).is_file()]
+        if missing:
+            print(f"error: not a file: {', '.join(missing)}", file=sys.stderr)
+            return 1
+        files = [Path(f).resolve() for f in args.files]
+    else:
+        examples = sorted((REPO / "assets" / "examples").glob("*.csv"))
+        if not examples:
+            print("error: no example spectra in assets/examples", file=sys.stderr)
+            return 1
+        files = (examples * args.repeat)[: args.repeat]
     print(f"# model {env.get('SPECTOK_MODEL', 'shipped')}, index {env.get('SPECTOK_INDEX', 'shipped')}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with sync_playwright() as playwright:
