@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from spectok_core.model import Tokenizer
+from tests.index_corpus import write_corpus
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FORMATS = REPO.parent / "shared" / "data" / "formats"
 
@@ -34,3 +37,21 @@ def require_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"real survey file not present: {path}")
     return path
+
+
+# The tiny untrained model and the tiny mixed corpus the index tests share
+# (a test module may define its own fixture of the same name instead).
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return Tokenizer.from_config("tiny", seed=0).save(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def tok(model_dir):
+    return Tokenizer.from_pretrained(model_dir)
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))

@@ -18,24 +18,7 @@ from spectok_core import SpectrumError, index_build
 from spectok_core.index import SpectrumIndex
 from spectok_core.index_format import exact_knn, rerank_search
 from spectok_core.io.mmu import write_mmu_shard
-from spectok_core.model import Tokenizer
-from tests.test_index import MIX, N_SPECTRA, synthetic_spectrum, write_corpus
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return Tokenizer.from_config("tiny", seed=0).save(tmp_path_factory.mktemp("model") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def tok(model_dir):
-    return Tokenizer.from_pretrained(model_dir)
-
-
-@pytest.fixture(scope="module")
-def corpus_dir(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
+from tests.index_corpus import MIX, N_SPECTRA, synthetic_spectrum
 
 N_CSV = 5
 
