@@ -10,6 +10,8 @@ whitening, 100 centres and rotates without whitening), prints:
   instrument), for pairs among the optical surveys and for pairs involving APOGEE;
 * kNN (k=10, cosine) probes fitted on training-split embeddings: Gaia XP Teff/logg/[Fe/H]
   MAE on real spectra, star/galaxy/QSO accuracy on simulated ones;
+* galaxy and quasar redshift σ_NMAD from kNN (k=10) and ridge probes fitted on 400 simulated
+  training spectra per class and optical survey, on the simulated validation spectra;
 * a linear probe predicting the optical instrument from the embedding, on simulated
   validation spectra of sources seen by two or more of them (lower is better);
 * median reconstruction χ² per pixel (1 % error floor) on 30 validation spectra per
@@ -27,10 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from spectok_core.data.corpus import metadata
 from spectok_core.data.pairs import read_locations
 from spectok_core.evaluate.invariance import OPTICAL, instrument_probe, shared_objects
+from spectok_core.evaluate.metrics import sigma_nmad
 from spectok_core.evaluate.tasks import chi2_per_pixel
 from spectok_core.model import Tokenizer
 
@@ -90,8 +96,13 @@ def main() -> None:
     xp_train = rng.choice(xp, 3000, replace=False)
     sim_train = np.concatenate([rng.choice(train[(survey[train] == s) & (origin[train] == "simulated")], 300, replace=False)
                                 for s in ("sdss", "boss", "desi", "lamost_lrs")])
+    # Redshift probes: simulated galaxies and quasars of the four optical surveys.
+    klass = table["class"].to_numpy().astype(str)
+    z_train = {cls: np.concatenate([rng.choice(rows, min(400, len(rows)), replace=False) for rows in (
+        train[(survey[train] == s) & (origin[train] == "simulated") & (klass[train] == cls)]
+        for s in ("sdss", "boss", "desi", "lamost_lrs"))]) for cls in ("GALAXY", "QSO")}
     calibration = rng.choice(train, 4096, replace=False)
-    all_rows = np.unique(np.concatenate([*gallery.values(), xp_train, sim_train, calibration]))
+    all_rows = np.unique(np.concatenate([*gallery.values(), xp_train, sim_train, *z_train.values(), calibration]))
     t0 = time.time()
     spectra = read_locations(corpus, table["shard"].to_numpy()[all_rows], table["row"].to_numpy()[all_rows])
     keep = np.array([s is not None for s in spectra])
@@ -103,7 +114,7 @@ def main() -> None:
         return np.array([position[r] for r in rows if r in position])
 
     labels = table[["teff", "logg", "feh"]].to_numpy(np.float64)
-    klass = table["class"].to_numpy().astype(str)
+    redshift = table["z"].to_numpy(np.float64)
     for model_path in args.models:
         tok = Tokenizer.from_pretrained(model_path)
         t0 = time.time()
@@ -137,10 +148,17 @@ def main() -> None:
             rows, names, groups = shared_objects({k: gallery[k] for k in optical_sim},
                                                  {k: ids[gallery[k]] for k in optical_sim})
             probe, chance = instrument_probe(z[at(rows)], names, groups)
+            z_scores = []
+            for cls, rows in z_train.items():
+                val_rows = sim_val[klass[sim_val] == cls]
+                knn = knn_predict(z[at(rows)], redshift[rows], z[at(val_rows)])
+                ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(z[at(rows)], redshift[rows])
+                z_scores.append(f"{cls.lower()} z σ_NMAD kNN {sigma_nmad(knn, redshift[val_rows]):.4f} / ridge "
+                                f"{sigma_nmad(ridge.predict(z[at(val_rows)]), redshift[val_rows]):.4f}")
             print(f"shrink {shrink:g}: retrieval R@10 optical {np.mean(optical):.3f} ({len(optical)} pairs), "
                   f"with APOGEE {np.mean(apogee):.3f} ({len(apogee)} pairs); Gaia XP kNN MAE Teff {mae[0]:.0f} K, "
                   f"logg {mae[1]:.3f}, [Fe/H] {mae[2]:.3f}; class accuracy {acc:.3f}; optical instrument "
-                  f"probe {probe:.3f} (chance {chance:.3f}, lower is better)")
+                  f"probe {probe:.3f} (chance {chance:.3f}, lower is better); " + "; ".join(z_scores))
             for (a, b), v in sorted(recall.items()):
                 if "apogee" in a + b or "gaia_xp" in a + b:
                     print(f"    {a} -> {b}: R@10 {v:.3f}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spectok_core import SpectrumError, align
+from spectok_core import align
 from spectok_core.cli import main
 from spectok_core.data.pairs import PairIndex, read_locations
 from spectok_core.model import PRESETS, Tokenizer

@@ -15,7 +15,8 @@
 The decoder reads the latents alone, never the per-patch tokens, so whatever
 it renders on any grid must pass through a few vectors that describe the
 object rather than the instrument's pixels; the search embedding is made from
-those latents. Flux amplitude stays out of them: the input is divided by its
+those latents by the summary head (linear, or a small MLP trained by ``spectok align``
+on same-object pairs with the rest frozen). Flux amplitude stays out of them: the input is divided by its
 median and that scale is kept aside (``Batch.log_scale``).
 
 Patches with too many bad pixels are left out of attention (never fed in as
@@ -177,7 +178,7 @@ class SpecTok(nn.Module):
             self.latent_queries = nn.Parameter(torch.zeros(1, c.n_latents, d))
             self.latent_blocks = nn.ModuleList(DecoderBlock(c) for _ in range(c.n_latent_layers))
             self.summary_head = summary_head(c.n_latents * d, d, c.summary_hidden)
-        # The summary vector (a linear map of the latents, or the mean token when
+        # The summary vector (the summary head's map of the latents, or the mean token when
         # there are none) is centred and whitened by a fixed linear map fitted on
         # training spectra after training (calibrate_pooling).
         if c.d_embed > d:
