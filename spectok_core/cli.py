@@ -240,7 +240,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_index_build(args: argparse.Namespace) -> int:
-    from .index import DEMO_SIZE, SpectrumIndex, parse_where
+    from .index import DEMO_DISPLAY_PIXELS, DEMO_SIZE, SpectrumIndex, parse_where
     from .spectrum import SpectrumError
 
     if args.full and (args.demo or args.max_spectra is not None):
@@ -260,6 +260,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, max_spectra=max_spectra, umap=not args.no_umap,
         where=parse_where(args.where) or None, scheduler=args.scheduler, workers=args.workers,
         display=args.display, rerank=args.rerank, map_sample=args.map_sample,
+        display_pixels=args.display_pixels if args.display_pixels is not None else (
+            DEMO_DISPLAY_PIXELS if args.demo else None),
     )
     manifest = index.manifest
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"]["survey"].items())
@@ -577,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model folder (default: the shipped spectok-small)")
     p.add_argument("--factory", default=None, help="FAISS index factory, e.g. Flat, HNSW32,Flat, "
                    "OPQ32,IVF4096,PQ32 (default: Flat up to 200,000 vectors, OPQ + IVF-PQ above)")
-    p.add_argument("--demo", action="store_true", help="a representative mix of DEMO_SIZE (1,300) spectra, under 15 MB")
+    p.add_argument("--demo", action="store_true", help="a representative mix of 4,000 spectra with display copies binned to 1,500 pixels, under 15 MB")
     p.add_argument("--max-spectra", type=int, default=None, help="cap, as a representative mix")
     p.add_argument("--where", nargs="*", default=[], help="metadata filters KEY=VALUE, e.g. survey=sdss z=0.1:0.5")
     p.add_argument("--batch-size", type=int, default=64)
@@ -588,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--display", choices=("auto", "copies", "source"), default="auto",
                    help="float16 display copies of every spectrum, or neighbours read from their "
                    "source (thumbnails kept); auto: copies up to 200,000 spectra")
+    p.add_argument("--display-pixels", type=int, default=None, metavar="N",
+                   help="bin each display copy to at most about N pixels (what a plot needs; "
+                   "default: every pixel, or 1,500 with --demo)")
     p.add_argument("--rerank", type=int, default=None, help="IVF-PQ: re-score k*N candidates exactly "
                    "from float16 embeddings (default 8 with --display source; 0 turns it off)")
     p.add_argument("--map-sample", type=int, default=None, help="fit UMAP on this many points, place "

@@ -49,6 +49,7 @@ from .index_check import check_arrays, check_files, check_manifest
 from .index_format import (  # noqa: F401 - re-exported: the format's names, as before
     AIR_LINEAR,
     DATA_FILES,
+    DEMO_DISPLAY_PIXELS,
     DEMO_SIZE,
     FORMAT_VERSION,
     INDEX_ROW,

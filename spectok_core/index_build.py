@@ -84,6 +84,7 @@ IVF_TARGET_RECALL = 0.95  # recall@10 an IVF index is tuned to (issue 14)
 CHUNK_SIZE = 512  # spectra per resumable embedding chunk (one part)
 
 DISPLAY_LIMIT = 200_000  # up to this many planned spectra an index keeps display copies
+MIN_DISPLAY_PIXELS = 64
 
 RERANK = 8  # IVF-PQ: k * RERANK candidates re-scored exactly from float16 embeddings
 RERANK_CHOICES = (8, 32, 128)  # deeper candidate lists the build tries when 8 misses the target
@@ -208,12 +209,46 @@ def describe_grid(wave: np.ndarray) -> list[tuple[int, float, float, int]]:
     return segments
 
 
-def _pack_display(spectra: Sequence[Spectrum]) -> dict[str, np.ndarray]:
-    """One chunk's display copies: float16 flux / scale, packed masks, compact grids."""
+def binned_for_display(spectrum: Spectrum, max_pixels: int | None) -> Spectrum:
+    """A copy with at most about ``max_pixels`` pixels, for plots: bins of m adjacent pixels.
+
+    Each arm (the pieces between gaps, as in :func:`describe_grid`) is binned on
+    its own, so no bin spans a gap; flux is the inverse-variance-weighted mean of a
+    bin's good pixels, ivar their sum, and a bin without good pixels is masked. The
+    mean wavelength of m pixels of a linear or log-linear grid is again linear or
+    log-linear, so the binned grid stays compact. Up to m - 1 pixels at the red end
+    of each arm are dropped. A spectrum already short enough is returned as it is.
+    """
+    n = len(spectrum)
+    if not max_pixels or n <= max_pixels:
+        return spectrum
+    m = -(-n // max_pixels)
+    steps = np.diff(spectrum.wave)
+    cuts = np.flatnonzero(steps > 5 * np.median(steps)) + 1
+    weight = np.where(spectrum.good, spectrum.ivar, 0.0)
+    parts: list[tuple[np.ndarray, ...]] = []
+    for piece in np.split(np.arange(n), cuts):
+        k = max(1, len(piece) // m)
+        take = piece[: k * m] if len(piece) >= m else piece
+        width = len(take) // k
+        w = weight[take].reshape(k, width)
+        f = spectrum.flux[take].reshape(k, width)
+        total = w.sum(axis=1)
+        flux = np.where(total > 0, (w * f).sum(axis=1) / np.where(total > 0, total, 1.0), f.mean(axis=1))
+        parts.append((spectrum.wave[take].reshape(k, width).mean(axis=1), flux, total, total <= 0))
+    wave, flux, ivar, mask = (np.concatenate(column) for column in zip(*parts))
+    meta = {**spectrum.meta, "display_binned": m}
+    return Spectrum(wave, flux, ivar, mask, spectrum.survey, meta)
+
+
+def _pack_display(spectra: Sequence[Spectrum], max_pixels: int | None = None) -> dict[str, np.ndarray]:
+    """One chunk's display copies: float16 flux / scale, packed masks, compact grids
+    (binned to at most about ``max_pixels`` pixels each when given)."""
     rows = np.zeros(len(spectra), ROW_DTYPE)
     flux_parts, mask_parts, wave_parts, segments = [], [], [], []
     flux_at = mask_at = wave_at = 0
     for i, spectrum in enumerate(spectra):
+        spectrum = binned_for_display(spectrum, max_pixels)
         good = spectrum.good
         scale = float(np.median(np.abs(spectrum.flux[good])))
         scale = scale if np.isfinite(scale) and scale > 0 else 1.0
@@ -304,7 +339,7 @@ def _embed_chunk(unit: dict, tokenizer, batch_size: int, display: str = "copies"
         "n_planned": np.array(unit_size(unit), np.int64),
     }
     if display == "copies":
-        part.update(_pack_display(spectra))
+        part.update(_pack_display(spectra, unit.get("display_pixels")))
     else:
         thumbs = [thumbnail(s) for s in spectra]
         part["thumbs"] = np.array([t for t, _ in thumbs], np.float16).reshape(-1, THUMB_PIXELS)
@@ -734,7 +769,8 @@ def build_lock(out: Path):
 def build(sources, out: str | os.PathLike, tokenizer=None, *, factory: str | None = None,
           batch_size: int = 64, where: Mapping[str, Any] | None = None, max_spectra: int | None = None,
           progress: bool = True, umap: bool = True, scheduler: str = "local", workers: int | None = None,
-          display: str = "auto", rerank: int | None = None, map_sample: int | None = None) -> Path:
+          display: str = "auto", rerank: int | None = None, map_sample: int | None = None,
+          display_pixels: int | None = None) -> Path:
     """Embed spectra and write an index folder at ``out``; returns ``out``.
 
     ``sources``: a corpus folder, or survey files / folders / globs / MMU HDF5 shards
@@ -743,6 +779,8 @@ def build(sources, out: str | os.PathLike, tokenizer=None, *, factory: str | Non
     ``display``: "copies" (float16 copies of every spectrum), "source" (read from
     the sources, else a thumbnail) or "auto" (copies up to DISPLAY_LIMIT spectra).
     ``rerank``: candidates per result re-scored exactly (default RERANK for IVF-PQ).
+    ``display_pixels``: display copies binned to at most about this many pixels
+    (:func:`binned_for_display`); None keeps every pixel.
     See :meth:`spectok_core.index.SpectrumIndex.build`.
 
     Holds :func:`build_lock` on ``out`` throughout: a second build into the same
@@ -752,7 +790,8 @@ def build(sources, out: str | os.PathLike, tokenizer=None, *, factory: str | Non
     with build_lock(out):
         _build(sources, out, tokenizer, factory=factory, batch_size=batch_size, where=where,
                max_spectra=max_spectra, progress=progress, umap=umap, scheduler=scheduler,
-               workers=workers, display=display, rerank=rerank, map_sample=map_sample)
+               workers=workers, display=display, rerank=rerank, map_sample=map_sample,
+               display_pixels=display_pixels)
     return out
 
 
@@ -768,7 +807,7 @@ def _check_scheduler(scheduler: str, workers: int | None) -> None:
 def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: int,
            where: Mapping[str, Any] | None, max_spectra: int | None, progress: bool, umap: bool,
            scheduler: str, workers: int | None, display: str, rerank: int | None,
-           map_sample: int | None) -> None:
+           map_sample: int | None, display_pixels: int | None = None) -> None:
     import faiss
 
     from . import __version__
@@ -776,6 +815,9 @@ def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: in
     _check_scheduler(scheduler, workers)
     if display not in ("auto", "copies", "source"):
         raise SpectrumError(f"display {display!r}: use 'auto', 'copies' or 'source'")
+    if display_pixels is not None and not MIN_DISPLAY_PIXELS <= display_pixels <= 1_000_000:
+        raise SpectrumError(f"--display-pixels {display_pixels}: give {MIN_DISPLAY_PIXELS} to 1,000,000 "
+                            "(a plot needs a few hundred pixels at least)")
     source_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     if not source_list:
         raise SpectrumError("no sources given: name a corpus folder, survey files, folders or globs")
@@ -824,8 +866,11 @@ def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: in
     n_planned = sum(unit_size(u) for u in units)
     if display == "auto":
         display = "copies" if n_planned <= DISPLAY_LIMIT else "source"
+    for unit in units:  # travels with each unit to the process (or Dask worker) that packs it
+        unit["display_pixels"] = display_pixels
     work = out.parent / f".{out.name}.building"
-    _open_work(work, _plan_key(units_digest, tokenizer.weights_hash, display, where), n_planned, progress)
+    _open_work(work, _plan_key(units_digest, tokenizer.weights_hash, f"{display}:{display_pixels}", where),
+               n_planned, progress)
     if scheduler != "local" and model_dir is None:
         model_dir = work / "model"  # a Tokenizer object: the workers load this saved copy
     worker_hash = tokenizer.weights_hash
@@ -901,6 +946,7 @@ def _build(sources, out: Path, tokenizer, *, factory: str | None, batch_size: in
         "metric": "inner_product",
         "dimension": int(tokenizer.config.d_embed),
         "display": display,
+        "display_pixels": display_pixels,
         "embeddings_dtype": np.dtype(dtype).name,
         "factory": factory,
         "search_params": search_params,

@@ -1,5 +1,7 @@
 """The demo index selection takes every real spectrum of the big surveys (issue 13)."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -47,3 +49,10 @@ def test_without_survey_spectra_the_mix_is_unchanged_in_size():
     meta = meta[~meta["survey"].isin(SURVEY_REAL) | (meta["origin"] != "real")].reset_index(drop=True)
     chosen = select_demo(meta, n_per_group=2, max_total=1000)
     assert len(chosen) == 2 * meta.groupby(["survey", "class"]).ngroups
+
+
+def test_the_shipped_demo_index_stays_under_15_mb():
+    from spectok_core.index import DEFAULT_INDEX
+
+    files = [p for p in Path(DEFAULT_INDEX).rglob("*") if p.is_file()]
+    assert files and sum(p.stat().st_size for p in files) <= 15 * 2**20

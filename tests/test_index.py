@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectok_core import SpectrumError, index_build, read_spectra
+from spectok_core import Spectrum, SpectrumError, index_build, read_spectra
 from spectok_core import index as index_module
 from spectok_core.cli import main
 from spectok_core.index import SpectrumIndex, segments_wave, select_rows
@@ -89,6 +89,44 @@ def test_grid_description_round_trips():
         if len(segments):
             error = np.abs(segments_wave(segments) - wave).max()
             assert error < 1e-6 * np.diff(wave).min()
+
+
+def test_binned_display_copies_keep_grids_compact_and_arms_apart():
+    rng = np.random.default_rng(3)
+    for survey in ("sdss", "desi", "lamost_mrs", "miles"):
+        wave = GRIDS[survey]
+        flux = 1.0 + 0.2 * np.sin(wave / 50.0) + rng.normal(0, 0.01, wave.size)
+        mask = np.zeros(wave.size, bool)
+        mask[10:40] = True  # a run of bad pixels wider than a bin
+        spectrum = Spectrum(wave, flux, np.full(wave.size, 1e4), mask, survey)
+        binned = index_build.binned_for_display(spectrum, 120)
+        m = binned.meta["display_binned"]
+        assert len(binned) <= 120 + 2 and len(binned) >= len(wave) // m - 2
+        # Linear and log-linear grids stay regular (two numbers per arm), and no bin spans the gap.
+        assert len(describe_grid(binned.wave)) == len(describe_grid(wave))
+        if survey == "lamost_mrs":
+            assert not np.any((binned.wave > 5350) & (binned.wave < 6300))
+        # Bins of bad pixels only are masked; the rest average the good ones (ivar adds up).
+        assert binned.mask[15 // m + 1 : 40 // m - 1].all() and not binned.mask[60 // m :].any()
+        good = ~binned.mask
+        assert np.allclose(binned.ivar[good][-1], m * 1e4)
+        expected = np.interp(binned.wave, wave, 1.0 + 0.2 * np.sin(wave / 50.0))
+        assert np.abs(binned.flux[good] - expected[good]).max() < 0.2 * (1 - np.cos(m * np.diff(wave).max() / 50.0)) + 0.02
+    short = Spectrum(GRIDS["gaia_xp"], np.ones(343), np.ones(343), survey="gaia_xp")
+    assert index_build.binned_for_display(short, 1500) is short
+
+
+def test_an_index_with_binned_display_copies(tmp_path, corpus_dir, tok, capsys):
+    idx = SpectrumIndex.build(corpus_dir, tmp_path / "binned", tok, progress=False, umap=False,
+                              display_pixels=200)
+    assert idx.manifest["display_pixels"] == 200
+    full = {r: len(idx.spectrum(r)) for r in range(len(idx))}
+    assert max(full.values()) <= 202 and min(full.values()) > 100
+    row = int(np.flatnonzero(idx.metadata["survey"].astype(str) == "sdss")[0])
+    copy = idx.spectrum(row)
+    assert copy.wave[0] >= idx.metadata["wave_min"].iloc[row] and copy.wave[-1] <= idx.metadata["wave_max"].iloc[row]
+    with pytest.raises(SpectrumError, match="display-pixels 10"):
+        SpectrumIndex.build(corpus_dir, tmp_path / "tiny", tok, progress=False, umap=False, display_pixels=10)
 
 
 def exact_top(idx, query, keep, k):
