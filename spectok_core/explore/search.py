@@ -142,7 +142,7 @@ def hits_table(hits: pd.DataFrame, links: bool = True) -> pd.DataFrame:
     if "similarity" in table:
         table["similarity"] = table["similarity"].astype(float).round(4)
     # A missing text value shows blank, not "None" (link columns keep None: no link).
-    for column in table.select_dtypes(include="object").columns.difference(["survey_page", "simbad"]):
+    for column in table.select_dtypes(include=["object", "string"]).columns.difference(["survey_page", "simbad"]):
         table[column] = [("" if v is None or str(v) in MISSING_TEXT or (isinstance(v, float) and v != v) else v)
                          for v in table[column]]
     return table
