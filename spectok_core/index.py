@@ -678,6 +678,12 @@ def _labels(row: pd.Series) -> str:
     return " ".join(parts) or "-"
 
 
+def _text(value: Any) -> str:
+    """A table cell for a text value: '-' when it is missing (None, NaN, empty)."""
+    return "-" if value is None or (isinstance(value, float) and value != value) or str(value) in ("", "None", "nan") \
+        else str(value)
+
+
 def format_hits(hits: pd.DataFrame) -> str:
     """The neighbours as a fixed-width table for a terminal."""
     lines = [f"{'rank':>4} {'sim':>7}  {'survey':<10} {'origin':<9} {'class':<7} {'z':>7}  "
@@ -687,7 +693,7 @@ def format_hits(hits: pd.DataFrame) -> str:
         z_text = f"{z:7.4f}" if z is not None and np.isfinite(z) else f"{'-':>7}"
         lines.append(
             f"{row['rank']:>4} {row['similarity']:7.4f}  {str(row.get('survey')):<10} "
-            f"{str(row.get('origin') or '-'):<9} {str(row.get('class') or '-'):<7} {z_text}  "
+            f"{_text(row.get('origin')):<9} {_text(row.get('class')):<7} {z_text}  "
             f"{_labels(row):<40} {row.get('object_id')}"
         )
     return "\n".join(lines)

@@ -494,3 +494,14 @@ def test_a_second_build_into_the_same_folder_stops(corpus_dir, tok, tmp_path):
                                 umap=False)  # the lock died with its process
     assert len(built) == 6
     assert index_build._part(out / "a.npy") != index_build._part(out / "a.npy")
+
+
+def test_format_hits_shows_missing_text_as_a_dash():
+    from spectok_core.index import format_hits
+
+    hits = pd.DataFrame({"rank": [1, 2], "similarity": [0.9, 0.8], "survey": ["desi", "sdss"],
+                         "origin": ["real", None], "class": [np.nan, "QSO"], "z": [np.nan, 2.0],
+                         "object_id": ["a", "b"]})
+    first, second = format_hits(hits).splitlines()[1:]
+    assert "nan" not in first and "None" not in second
+    assert first.split()[3:5] == ["real", "-"] and second.split()[3:6] == ["-", "QSO", "2.0000"]
