@@ -217,7 +217,8 @@ def binned_for_display(spectrum: Spectrum, max_pixels: int | None) -> Spectrum:
     bin's good pixels, ivar their sum, and a bin without good pixels is masked. The
     mean wavelength of m pixels of a linear or log-linear grid is again linear or
     log-linear, so the binned grid stays compact. Up to m - 1 pixels at the red end
-    of each arm are dropped. A spectrum already short enough is returned as it is.
+    of each arm are dropped. A spectrum already short enough, or one that binning would leave
+    with too few good pixels, is returned as it is.
     """
     n = len(spectrum)
     if not max_pixels or n <= max_pixels:
@@ -238,7 +239,10 @@ def binned_for_display(spectrum: Spectrum, max_pixels: int | None) -> Spectrum:
         parts.append((spectrum.wave[take].reshape(k, width).mean(axis=1), flux, total, total <= 0))
     wave, flux, ivar, mask = (np.concatenate(column) for column in zip(*parts))
     meta = {**spectrum.meta, "display_binned": m}
-    return Spectrum(wave, flux, ivar, mask, spectrum.survey, meta)
+    try:
+        return Spectrum(wave, flux, ivar, mask, spectrum.survey, meta)
+    except SpectrumError:  # too few good bins to be a spectrum: keep every pixel instead
+        return spectrum
 
 
 def _pack_display(spectra: Sequence[Spectrum], max_pixels: int | None = None) -> dict[str, np.ndarray]:

@@ -114,6 +114,11 @@ def test_binned_display_copies_keep_grids_compact_and_arms_apart():
         assert np.abs(binned.flux[good] - expected[good]).max() < 0.2 * (1 - np.cos(m * np.diff(wave).max() / 50.0)) + 0.02
     short = Spectrum(GRIDS["gaia_xp"], np.ones(343), np.ones(343), survey="gaia_xp")
     assert index_build.binned_for_display(short, 1500) is short
+    # Binning that would leave too few good pixels keeps the spectrum whole rather than failing.
+    sparse_mask = np.ones(2000, bool)
+    sparse_mask[:40] = False  # 40 good pixels, all in the first of 20 bins of 100
+    sparse = Spectrum(np.linspace(4000, 8000, 2000), np.ones(2000), np.ones(2000), sparse_mask, "desi")
+    assert index_build.binned_for_display(sparse, 20) is sparse
 
 
 def test_an_index_with_binned_display_copies(tmp_path, corpus_dir, tok, capsys):
