@@ -187,6 +187,12 @@ def _regular(wave: np.ndarray) -> tuple[int, float, float] | None:
     return None
 
 
+def arm_cuts(wave: np.ndarray) -> np.ndarray:
+    """Indices where a new arm starts: after a step over 5 x the median (LAMOST MRS, APOGEE chips)."""
+    steps = np.diff(wave)
+    return np.flatnonzero(steps > 5 * np.median(steps)) + 1
+
+
 def describe_grid(wave: np.ndarray) -> list[tuple[int, float, float, int]]:
     """The grid as regular segments (kind, start, step, n); [] when it is irregular.
 
@@ -196,8 +202,7 @@ def describe_grid(wave: np.ndarray) -> list[tuple[int, float, float, int]]:
     whole = _regular(wave)
     if whole:
         return [(*whole, len(wave))]
-    steps = np.diff(wave)
-    cuts = np.flatnonzero(steps > 5 * np.median(steps)) + 1
+    cuts = arm_cuts(wave)
     if not 0 < len(cuts) < MAX_SEGMENTS:
         return []
     segments = []
@@ -224,11 +229,9 @@ def binned_for_display(spectrum: Spectrum, max_pixels: int | None) -> Spectrum:
     if not max_pixels or n <= max_pixels:
         return spectrum
     m = -(-n // max_pixels)
-    steps = np.diff(spectrum.wave)
-    cuts = np.flatnonzero(steps > 5 * np.median(steps)) + 1
     weight = np.where(spectrum.good, spectrum.ivar, 0.0)
     parts: list[tuple[np.ndarray, ...]] = []
-    for piece in np.split(np.arange(n), cuts):
+    for piece in np.split(np.arange(n), arm_cuts(spectrum.wave)):
         k = max(1, len(piece) // m)
         take = piece[: k * m] if len(piece) >= m else piece
         width = len(take) // k
