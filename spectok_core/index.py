@@ -63,6 +63,7 @@ from .index_format import (  # noqa: F401 - re-exported: the format's names, as 
     _resolve_tokenizer,
     _tidy_metadata,
     grid_wave,
+    missing_text,
     rerank_search,
     segments_wave,
     select_rows,
@@ -680,8 +681,7 @@ def _labels(row: pd.Series) -> str:
 
 def _text(value: Any) -> str:
     """A table cell for a text value: '-' when it is missing (None, NaN, empty)."""
-    return "-" if value is None or (isinstance(value, float) and value != value) or str(value) in ("", "None", "nan") \
-        else str(value)
+    return "-" if missing_text(value) else str(value)
 
 
 def format_hits(hits: pd.DataFrame) -> str:

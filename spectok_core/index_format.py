@@ -21,6 +21,14 @@ from .spectrum import SpectrumError
 FORMAT_VERSION = 1
 DEMO_SIZE = 4000  # about 14.5 MB on disk with binned display copies: the shipped demo index stays under 15 MB
 DEMO_DISPLAY_PIXELS = 1500  # the demo's display copies, binned: enough for a plot 1,500 px wide
+MISSING_TEXT = ("", "None", "nan", "NaN", "<NA>")  # how a missing text value reads once str()-ed
+
+
+def missing_text(value: Any) -> bool:
+    """Whether a table cell holds no text: None, NaN, or one of MISSING_TEXT."""
+    return value is None or (isinstance(value, float) and value != value) or str(value) in MISSING_TEXT
+
+
 SUBSET_FRACTION = 0.02  # filters keeping fewer rows than this search the subset exactly
 
 METADATA_COLUMNS = (

@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
+from ..index_format import missing_text
 from .common import as_float
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
@@ -98,15 +99,12 @@ def survey_links(survey: str, object_id: Any = None, ra: Any = None, dec: Any = 
     return links
 
 
-MISSING_TEXT = ("", "None", "nan", "NaN", "<NA>")
-
-
 def neighbour_label(hit: Any) -> str:
     """A neighbour's line on a plot: rank, survey, class, z (or Teff) and similarity."""
     get = hit.get if hasattr(hit, "get") else (lambda key, default=None: getattr(hit, key, default))
     parts = [f"#{get('rank', '?')}", str(get("survey", "?"))]
     cls = get("class")
-    if cls is not None and str(cls) not in MISSING_TEXT:
+    if not missing_text(cls):
         parts.append(str(cls))
     z, teff = as_float(get("z")), as_float(get("teff"))
     if z is not None and str(cls).upper() != "STAR":
@@ -143,8 +141,7 @@ def hits_table(hits: pd.DataFrame, links: bool = True) -> pd.DataFrame:
         table["similarity"] = table["similarity"].astype(float).round(4)
     # A missing text value shows blank, not "None" (link columns keep None: no link).
     for column in table.select_dtypes(include=["object", "string"]).columns.difference(["survey_page", "simbad"]):
-        table[column] = [("" if v is None or str(v) in MISSING_TEXT or (isinstance(v, float) and v != v) else v)
-                         for v in table[column]]
+        table[column] = ["" if missing_text(v) else v for v in table[column]]
     return table
 
 
