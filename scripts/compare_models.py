@@ -151,10 +151,11 @@ def main() -> None:
             z_scores = []
             for cls, rows in z_train.items():
                 val_rows = sim_val[klass[sim_val] == cls]
-                knn = knn_predict(z[at(rows)], redshift[rows], z[at(val_rows)])
-                ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(z[at(rows)], redshift[rows])
-                z_scores.append(f"{cls.lower()} z σ_NMAD kNN {sigma_nmad(knn, redshift[val_rows]):.4f} / ridge "
-                                f"{sigma_nmad(ridge.predict(z[at(val_rows)]), redshift[val_rows]):.4f}")
+                fit_z, val_z, truth = z[at(rows)], z[at(val_rows)], redshift[val_rows]
+                knn = knn_predict(fit_z, redshift[rows], val_z)
+                ridge = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(fit_z, redshift[rows])
+                z_scores.append(f"{cls.lower()} z σ_NMAD kNN {sigma_nmad(knn, truth):.4f} / ridge "
+                                f"{sigma_nmad(ridge.predict(val_z), truth):.4f}")
             print(f"shrink {shrink:g}: retrieval R@10 optical {np.mean(optical):.3f} ({len(optical)} pairs), "
                   f"with APOGEE {np.mean(apogee):.3f} ({len(apogee)} pairs); Gaia XP kNN MAE Teff {mae[0]:.0f} K, "
                   f"logg {mae[1]:.3f}, [Fe/H] {mae[2]:.3f}; class accuracy {acc:.3f}; optical instrument "

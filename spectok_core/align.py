@@ -82,8 +82,9 @@ def pair_latents(tok: Tokenizer, corpus: Path, split: str = "train", min_pairs: 
     latents = np.zeros((len(locations), width), np.float32)
     readable = np.zeros(len(locations), bool)
     shards = index.shards[locations]
+    unique_shards = np.unique(shards)
     start = time.time()
-    for n, shard in enumerate(np.unique(shards)):
+    for n, shard in enumerate(unique_shards):
         members = np.flatnonzero(shards == shard)
         spectra = read_locations(index.corpus, index.shards[locations[members]], index.rows[locations[members]])
         good = [(i, s) for i, s in zip(members, spectra) if s is not None]
@@ -94,7 +95,7 @@ def pair_latents(tok: Tokenizer, corpus: Path, split: str = "train", min_pairs: 
             summary = tok.model.summarise(*tok.model.encode(batch))
             latents[[i for i, _ in chunk]] = summary.memory.flatten(1).float().cpu().numpy()
             readable[[i for i, _ in chunk]] = True
-        if progress and (n % 100 == 0 or n == len(np.unique(shards)) - 1):
+        if progress and (n % 100 == 0 or n == len(unique_shards) - 1):
             print(f"latents: {readable.sum():,} of {len(locations):,} paired spectra "
                   f"({time.time() - start:.0f} s)", flush=True)
     pairs = {}
@@ -122,15 +123,16 @@ def train_head(head: torch.nn.Module, data: PairLatents, cfg: AlignConfig,
         rows = data.pairs[(a, b)]
         chosen = rows[rng.choice(len(rows), size=min(cfg.batch, len(rows)), replace=False)]
         loss = info_nce(head(latents[chosen[:, 0]]), head(latents[chosen[:, 1]]), cfg.temperature)
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
         running = losses[-1] if running is None else 0.98 * running + 0.02 * losses[-1]
         if log is not None and (step + 1) % 100 == 0:
-            log.writerow([step + 1, f"{running:.4f}", f"{group['lr']:.3g}"])
+            log.writerow([step + 1, f"{running:.4f}", f"{lr:.3g}"])
     head.eval()
     return losses
 
