@@ -8,6 +8,13 @@ RLIMIT_AS and RLIMIT_CPU on itself, and only then reads the bytes from its
 stdin. A segfault, a memory bomb or an endless loop costs that worker only, and
 the caller gets a :class:`SpectrumError` saying what happened.
 
+Each worker reads one request and ends, so no file ever sees what an earlier
+one left in a parser. Starting Python and importing astropy and h5py takes
+about a second, so one *spare* worker is started ahead of need: it imports
+the readers and waits on its stdin. A request takes the spare (when it was
+started with the same environment) and starts the next spare at once, so
+the import happens while the user looks at the result, not while they wait.
+
 The answer comes back on the worker's stdout as a .npz of plain arrays plus
 JSON (never a pickle), checked on arrival like any file: a worker that a
 crafted file took over cannot send anything the server would execute.
@@ -15,6 +22,7 @@ crafted file took over cannot send anything the server would execute.
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
 import logging
@@ -23,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +145,19 @@ def _split_options(options: dict) -> tuple[dict, dict[str, bytes]]:
 
 def _worker_main() -> int:
     """``python -m spectok_core.io.sandbox``: one request on stdin, one answer on stdout."""
+    # What most reads need, imported before the request arrives (a spare waits here).
+    import astropy.io.fits  # noqa: F401
+    import astropy.table  # noqa: F401
+    import astropy.units  # noqa: F401
+    import h5py  # noqa: F401
+
     from . import read_spectra
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    request = json.loads(stdin.readline())
+    line = stdin.readline()
+    if not line.strip():  # a spare whose server ended (or let it go) before using it
+        return 0
+    request = json.loads(line)
     _limit_self(int(request["memory_mb"]), int(request["cpu_seconds"]), int(request["max_answer"]))
     name = request["name"]
     try:
@@ -169,6 +187,79 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
+class _Worker:
+    """One started worker process, its output files (which it cannot grow past
+    RLIMIT_FSIZE, never read into our memory unchecked) and the environment it got."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.out, self.err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self.process = subprocess.Popen([sys.executable, "-m", "spectok_core.io.sandbox"],
+                                        stdin=subprocess.PIPE, stdout=self.out, stderr=self.err,
+                                        env=env)
+
+    def send(self, payload: bytes) -> None:
+        try:
+            self.process.stdin.write(payload)
+            self.process.stdin.close()
+        except (BrokenPipeError, OSError, ValueError):  # it ended before reading all; its status says how
+            pass
+
+    def usable(self, env: dict[str, str]) -> bool:
+        return self.env == env and self.process.poll() is None
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for stream in (self.process.stdin, self.out, self.err):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+
+_spare: _Worker | None = None
+_spare_lock = threading.Lock()
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _take_worker() -> _Worker:
+    """The spare worker when it is alive and has this environment, else a new one."""
+    global _spare
+    env = _worker_env()
+    with _spare_lock:
+        worker, _spare = _spare, None
+    if worker is not None and not worker.usable(env):
+        worker.close()
+        worker = None
+    return worker or _Worker(env)
+
+
+def _start_spare() -> None:
+    """Start the spare for the next request (after this one, so the two do not compete)."""
+    global _spare
+    with _spare_lock:
+        if _spare is not None:
+            return
+        try:
+            _spare = _Worker(_worker_env())
+        except OSError:  # no spare this time (process limit): the next request starts its own
+            _spare = None
+
+
+@atexit.register
+def _close_spare() -> None:
+    global _spare
+    with _spare_lock:
+        if _spare is not None:
+            _spare.close()
+            _spare = None
+
+
 def read_isolated(data: bytes, name: str = "<upload>", *, memory_mb: int | None = None,
                   cpu_seconds: int | None = None, _crash_test: bool = False, **options):
     """:func:`read_spectra` of ``data`` in a limited worker process; the same SpectrumList back.
@@ -187,18 +278,20 @@ def read_isolated(data: bytes, name: str = "<upload>", *, memory_mb: int | None 
     request = {"name": name, "size": len(data), "options": plain, "memory_mb": memory_mb,
                "cpu_seconds": cpu_seconds, "blobs": [[k, len(v)] for k, v in blobs.items()],
                "crash_test": _crash_test, "max_answer": 8 * limits.max_bytes + 2**20}
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
     payload = json.dumps(request).encode() + b"\n" + bytes(data) + b"".join(blobs.values())
-    # Output goes to files the worker cannot grow past RLIMIT_FSIZE, never into our memory unread.
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    worker = _take_worker()
+    try:
+        # Written from a thread, so that a worker that stops reading cannot block us past the timeout.
+        writer = threading.Thread(target=worker.send, args=(payload,), daemon=True)
+        writer.start()
         try:
-            code = subprocess.run([sys.executable, "-m", "spectok_core.io.sandbox"], input=payload,
-                                  stdout=out, stderr=err, env=env,
-                                  timeout=2 * cpu_seconds + 10).returncode
+            code = worker.process.wait(timeout=2 * cpu_seconds + 10)
         except subprocess.TimeoutExpired:
+            worker.process.kill()
+            worker.process.wait()
             raise SpectrumError(f"{name}: reading it took more than {2 * cpu_seconds + 10} s and "
                                 "was stopped; the file is too large or crafted to be slow") from None
+        out, err = worker.out, worker.err
         if os.fstat(out.fileno()).st_size > request["max_answer"]:
             raise SpectrumError(f"{name}: the reader's answer is too large; the file may be crafted")
         out.seek(0)
@@ -207,6 +300,9 @@ def read_isolated(data: bytes, name: str = "<upload>", *, memory_mb: int | None 
             err.seek(max(0, os.fstat(err.fileno()).st_size - 2000))
             log.warning("the reader worker for %s ended with %s: %s", name, code,
                         err.read().decode("utf-8", "replace"))
+    finally:
+        worker.close()
+        _start_spare()
     if code != 0 or answer[:2] not in (b"ok", b"er"):
         if code in (-signal.SIGXCPU, -signal.SIGKILL):
             raise SpectrumError(f"{name}: reading it took more than {cpu_seconds} s of CPU time "
@@ -224,4 +320,8 @@ def read_isolated(data: bytes, name: str = "<upload>", *, memory_mb: int | None 
 
 
 if __name__ == "__main__":
-    sys.exit(_worker_main())
+    # The answer is written and flushed: end at once, without the interpreter's teardown of
+    # astropy and h5py (a few tenths of a second the user would otherwise wait for).
+    status = _worker_main()
+    sys.stdout.flush()
+    os._exit(status)

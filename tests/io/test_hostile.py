@@ -317,3 +317,49 @@ def test_the_memory_limit_stops_a_bomb_the_readers_would_let_through(monkeypatch
     with pytest.raises(SpectrumError, match="out of memory|more than the 200 MB"):
         read_isolated(data, "bomb.npz", memory_mb=200, cpu_seconds=CPU_S)
     assert time.monotonic() - start < TIME_S
+
+
+# -- the spare worker: started ahead of need, used for one request only ---------------------------
+
+
+def _read_through_spare():
+    from spectok_core.io import sandbox
+
+    spare = sandbox._spare
+    spectra = read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)
+    return spare, spectra
+
+
+def test_each_request_takes_the_waiting_spare_and_leaves_a_new_one():
+    from spectok_core.io import sandbox
+
+    read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)
+    first = sandbox._spare
+    assert first is not None and first.process.poll() is None  # started, waiting on its stdin
+    used, spectra = _read_through_spare()
+    assert used is first and len(spectra) == len(sc.read_spectra(arms_table(), name="arms.csv"))
+    assert first.process.poll() == 0  # it served one request and ended
+    assert sandbox._spare is not None and sandbox._spare.process.pid != first.process.pid
+
+
+def test_a_spare_started_with_other_settings_is_not_used(monkeypatch):
+    from spectok_core.io import sandbox
+
+    read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)
+    stale = sandbox._spare
+    monkeypatch.setenv("SPECTOK_MAX_PIXELS", "10")  # the limits a worker reads from its environment
+    with pytest.raises(SpectrumError, match="pixels"):
+        read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)
+    assert stale.process.poll() is not None and stale.process.returncode != 0  # killed, not used
+
+
+def test_a_dead_spare_is_replaced_and_a_crash_spares_the_next_request():
+    from spectok_core.io import sandbox
+
+    read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)
+    sandbox._spare.process.kill()
+    sandbox._spare.process.wait()
+    assert len(read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)) > 0
+    with pytest.raises(SpectrumError, match="crashed the reader"):
+        read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S, _crash_test=True)
+    assert len(read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)) > 0
