@@ -51,7 +51,8 @@ def body() -> None:
             f"Model **{tok.model_id}** loaded; index of **{len(index):,}** spectra from "
             f"{len(surveys)} surveys ({', '.join(surveys.index[:8])}{'…' if len(surveys) > 8 else ''})."
         )
-        st.dataframe(explore.index_contents(index.metadata), hide_index=True, key="contents")
+        st.dataframe(explore.index_contents(index.metadata), hide_index=True, key="contents",
+                     placeholder="")
         st.caption(f"Index built {manifest.get('created', '')} · metric "
                    f"{manifest.get('metric', '')} · model weights "
                    f"{str(manifest.get('weights_hash', ''))[:12]}")

@@ -301,7 +301,8 @@ def neighbours_dataframe(table, key: str) -> None:
         "simbad": st.column_config.LinkColumn("SIMBAD", help="SIMBAD objects within 5″",
                                               display_text="SIMBAD"),
     }
-    st.dataframe(table, hide_index=True, key=key, column_config=config)
+    # placeholder: a missing number (an SDSS galaxy's Teff) shows blank, not "None".
+    st.dataframe(table, hide_index=True, key=key, column_config=config, placeholder="")
 
 
 def describe_query() -> None:

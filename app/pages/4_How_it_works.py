@@ -123,7 +123,7 @@ def walkthrough(tok, index, spectrum) -> None:
     )
     common.neighbours_dataframe(explore.hits_table(hits), key="how_hits")
     st.dataframe(explore.estimates_table(explore.gated_estimates(hits)), hide_index=True,
-                 key="how_estimates")
+                 key="how_estimates", placeholder="")
 
 
 def credits_and_card() -> None:

@@ -57,6 +57,8 @@ def test_search_upload_shows_neighbours_estimates_and_download(app_data):
     assert {"similarity", "survey", "class", "z"} <= set(table.columns)
     assert table["similarity"].is_monotonic_decreasing
     assert table["object_id"].iloc[0] == spectrum.meta["object_id"]  # it finds itself first
+    assert table["teff"].isna().any()  # galaxies have no Teff ...
+    assert at.dataframe[0].proto.placeholder == ""  # ... and the cell shows blank, not "None"
     estimates = at.table[0].value
     assert "class (vote)" in estimates.index
     assert any("Nearest 10 neighbours" in h.value for h in at.subheader)
