@@ -38,6 +38,42 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class _MemorySampler:
+    """Peak anonymous and file-backed resident memory of this process (Linux /proc), sampled
+    every 20 ms: memory-mapped vectors count in RSS as file pages the kernel can drop, while
+    anonymous pages are what the build itself holds."""
+
+    def __init__(self):
+        self.peak = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> dict[str, int]:
+        found = {}
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in self.peak:
+                    found[key] = int(value.split()[0])  # kB
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for key, value in self._read().items():
+                self.peak[key] = max(self.peak[key], value)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def mb(self) -> dict[str, float]:
+        return {key: round(value / 1024) for key, value in self.peak.items()}
+
+
 def _plan_units(corpus: Path, n: int, chunk: int):
     from spectok_core import index_build
 
@@ -137,17 +173,23 @@ def bench_index_one(args) -> dict:
     base, base_from = _base(args.base)
     work = Path(tempfile.mkdtemp(prefix="spectok-scale-", dir=args.tmp))
     try:
-        tick = time.perf_counter()
-        vectors = _vectors(work / "embeddings.npy", n, base, args.noise)
-        make_s = time.perf_counter() - tick
         n_base = len(base)
         del base
+        # The vectors are made by a child process, so that this process's memory is the build's.
+        tick = time.perf_counter()
+        subprocess.run([sys.executable, __file__, "make-vectors", "--sizes", str(n), "--noise", str(args.noise),
+                        "--out", str(work / "embeddings.npy")] + (["--base", args.base] if args.base else []),
+                       check=True)
+        make_s = time.perf_counter() - tick
+        vectors = np.load(work / "embeddings.npy", mmap_mode="r")
         factory = args.factory or index_build.ivf_factory(n, vectors.shape[1])
         rss_before = _peak_rss_mb()
         tick = time.perf_counter()
-        index, params = index_build._build_faiss(vectors, factory, rerank=args.rerank)
-        faiss.write_index(index, str(work / "index.faiss"))
+        with _MemorySampler() as memory:
+            index, params = index_build._build_faiss(vectors, factory, rerank=args.rerank)
+            faiss.write_index(index, str(work / "index.faiss"))
         build_s = time.perf_counter() - tick
+        build_rss = _peak_rss_mb()
         del index
         index = faiss.read_index(str(work / "index.faiss"), faiss.IO_FLAG_MMAP)
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", params["nprobe"])
@@ -176,7 +218,8 @@ def bench_index_one(args) -> dict:
                     f", {n - n_base:,} noisy copies (sigma {args.noise}/dim)" if n > n_base else " (all real)"),
                 "make_vectors_s": round(make_s, 1),
                 "build_s": round(build_s, 1), "peak_rss_mb": round(_peak_rss_mb(), 0),
-                "rss_before_build_mb": round(rss_before, 0),
+                "rss_before_build_mb": round(rss_before, 0), "build_peak_rss_mb": round(build_rss, 0),
+                "build_peak_anon_file_mb": memory.mb(),
                 "disk_mb": {k: round(v / 2**20, 1) for k, v in sizes.items()},
                 "search_p50_ms": round(1000 * float(np.percentile(times, 50)), 3),
                 "search_p99_ms": round(1000 * float(np.percentile(times, 99)), 3),
@@ -244,7 +287,7 @@ def bench_fault(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("embed", "index", "index-one", "fault"))
+    parser.add_argument("part", choices=("embed", "index", "index-one", "make-vectors", "fault"))
     parser.add_argument("--corpus", default="/work/corpus" if Path("/work/corpus").is_dir() else "corpus")
     parser.add_argument("--model", default=str(REPO / "assets" / "models" / "spectok-small"))
     parser.add_argument("--n", type=int, default=20_000)
@@ -260,6 +303,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.part == "index-one":
         print(json.dumps(bench_index_one(args)))
+        return
+    if args.part == "make-vectors":  # the child process of index-one
+        base, _ = _base(args.base)
+        _vectors(Path(args.out), int(float(args.sizes[0])), base, args.noise)
         return
     result = {"embed": bench_embed, "index": bench_index, "fault": bench_fault}[args.part](args)
     print(json.dumps(result, indent=1))

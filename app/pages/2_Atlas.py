@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,6 +30,23 @@ def _clicked() -> None:
         st.session_state["atlas_id"] = ""  # a click replaces a typed lookup
 
 
+@st.cache_data(show_spinner="Counting the map's points…", max_entries=4)
+def _density(_index, key: str) -> dict:
+    """The density of every map point, once per index (``key``: its folder and size)."""
+    return explore.map_density(_index.coords)
+
+
+def _map_frame(index, keep: int | None):
+    """The points drawn: every indexed spectrum, or above the limit a fixed sample (plus the
+    selection) over the density of all of them."""
+    rows = explore.map_sample(len(index), keep=[keep])
+    if len(rows) == len(index):
+        return explore.map_frame(index.metadata, index.coords), None
+    frame = explore.map_frame(index.rows_metadata(rows), np.asarray(index.coords[rows]))
+    frame["row"] = rows
+    return frame, _density(index, f"{index.path}:{len(index)}")
+
+
 def body() -> None:
     st.title("Atlas: every indexed spectrum on one map")
     tok, index = common.resources()
@@ -38,7 +56,12 @@ def body() -> None:
     st.caption(f"{len(index):,} spectra, placed by {method} of their embeddings: nearby points "
                "are spectra the model finds alike, whichever survey observed them. Click a "
                "point to see it and its neighbours.")
-    frame = explore.map_frame(index.metadata, index.coords)
+    row = st.session_state.get(SELECTED)
+    frame, density = _map_frame(index, row if row is not None and 0 <= int(row) < len(index) else None)
+    if density is not None:
+        st.caption(f"{len(index):,} spectra are too many to draw one by one: the grey shading is "
+                   f"where all of them lie, and a fixed random sample of {len(frame):,} is drawn "
+                   "as points you can click.")
     options = [c for c in explore.CATEGORICAL + explore.CONTINUOUS if c in frame]
     colour = st.selectbox("Colour by", options, key="atlas_colour",
                           format_func=lambda c: explore.LABELS.get(c, c))
@@ -56,8 +79,11 @@ def body() -> None:
     row = st.session_state.get(SELECTED)
     if row is not None and not 0 <= int(row) < len(index):
         row = None  # from another index (the app was restarted on a different one)
+    if row is not None and not (frame["row"] == int(row)).any():  # typed, outside the sample
+        frame, density = _map_frame(index, int(row))
     st.plotly_chart(
-        explore.map_figure(frame, colour, query_xy=query_xy, highlight_row=row, method=method),
+        explore.map_figure(frame, colour, query_xy=query_xy, highlight_row=row, method=method,
+                           density=density),
         key="atlas_map", on_select=_clicked, selection_mode="points",
     )
     if row is None:

@@ -22,7 +22,16 @@ point them at tiny ones), else the shipped defaults.
 
 from __future__ import annotations
 
-from .atlas import index_contents, map_figure, map_frame, selected_row
+from .atlas import (
+    MAP_POINTS,
+    index_contents,
+    map_density,
+    map_figure,
+    map_frame,
+    map_points_limit,
+    map_sample,
+    selected_row,
+)
 from .common import (
     CATEGORICAL,
     CLASS_OBJECTS,
@@ -125,6 +134,7 @@ __all__ = [
     "Estimate", "estimate_warnings", "estimates_table", "example_title", "examples",
     "EXAMPLES_DIR", "flux_unit_label", "formats_help", "formats_table", "frame_redshift",
     "gated_estimates", "HIT_COLUMNS", "hits_table", "index_contents", "INDEX_ENV", "index_path",
+    "MAP_POINTS", "map_density", "map_points_limit", "map_sample",
     "label_rows", "LABELS", "line_markers", "load_index", "load_tokenizer", "Lookup", "lookup",
     "LOW_SNR", "map_figure", "map_frame", "MAX_SPREAD", "median_normalised", "MIN_AGREEING",
     "MIN_CLASS_SHARE", "MIN_SIMILARITY", "model_card", "model_card_parts", "MODEL_ENV", "model_path",

@@ -29,6 +29,58 @@ def index_contents(metadata: pd.DataFrame) -> pd.DataFrame:
 
 # -- the atlas -------------------------------------------------------------------------------
 
+#: Above this many indexed spectra the map draws the density of all of them and a sample as
+#: points (SPECTOK_MAP_POINTS): a browser draws a few tens of thousands of WebGL markers well,
+#: not millions.
+MAP_POINTS = 50_000
+
+
+def map_points_limit() -> int:
+    import os
+
+    try:
+        return max(1, int(os.environ.get("SPECTOK_MAP_POINTS", MAP_POINTS)))
+    except ValueError:
+        return MAP_POINTS
+
+
+def map_sample(n: int, limit: int | None = None, keep=(), seed: int = 0) -> np.ndarray:
+    """Sorted index rows drawn as points: all of them up to ``limit``, else a fixed random
+    sample of ``limit`` (the same on every rerun) plus the rows in ``keep`` (the selection)."""
+    limit = map_points_limit() if limit is None else limit
+    if n <= limit:
+        return np.arange(n)
+    rows = np.random.default_rng(seed).choice(n, limit, replace=False)
+    keep = [int(r) for r in keep if r is not None and 0 <= int(r) < n]
+    return np.unique(np.concatenate([rows, np.asarray(keep, np.int64)]))
+
+
+def map_density(coords: np.ndarray, bins: int = 160) -> dict:
+    """Counts of every map point on a ``bins`` x ``bins`` grid (read in blocks, so a
+    memory-mapped 10^7-row map is never copied whole): for :func:`map_figure`."""
+    coords = np.asarray(coords) if not isinstance(coords, np.memmap) else coords
+    n = len(coords)
+    if n == 0:
+        raise SpectrumError("the map has no points")
+    low, high = np.full(2, np.inf), np.full(2, -np.inf)
+    block = 1 << 20
+    for start in range(0, n, block):
+        part = np.asarray(coords[start : start + block], np.float64)
+        part = part[np.isfinite(part).all(axis=1)]
+        if len(part):
+            low, high = np.minimum(low, part.min(axis=0)), np.maximum(high, part.max(axis=0))
+    if not np.isfinite(low).all():
+        raise SpectrumError("the map has no finite coordinates")
+    high = np.where(high > low, high, low + 1.0)
+    counts = np.zeros((bins, bins), np.int64)
+    for start in range(0, n, block):
+        part = np.asarray(coords[start : start + block], np.float64)
+        counts += np.histogram2d(part[:, 0], part[:, 1], bins=bins,
+                                 range=[[low[0], high[0]], [low[1], high[1]]])[0].astype(np.int64)
+    x = np.linspace(low[0], high[0], bins + 1)
+    y = np.linspace(low[1], high[1], bins + 1)
+    return {"counts": counts, "x": 0.5 * (x[1:] + x[:-1]), "y": 0.5 * (y[1:] + y[:-1]), "n": n}
+
 
 def map_frame(metadata: pd.DataFrame, coords: np.ndarray) -> pd.DataFrame:
     """Metadata plus map coordinates x, y and the index row, one row per indexed spectrum."""
@@ -61,11 +113,23 @@ def _hover(frame: pd.DataFrame) -> list[str]:
 
 
 def map_figure(frame: pd.DataFrame, colour: str = "survey", query_xy: tuple[float, float] | None = None,
-               highlight_row: int | None = None, height: int = 620, method: str = "UMAP"):
-    """The UMAP atlas (WebGL): one trace per category, or a colour scale; customdata = row."""
+               highlight_row: int | None = None, height: int = 620, method: str = "UMAP",
+               density: dict | None = None):
+    """The UMAP atlas (WebGL): one trace per category, or a colour scale; customdata = row.
+
+    ``density`` (:func:`map_density` of every indexed spectrum) is drawn beneath the
+    points as a grey heat map of log counts: with a sampled ``frame``, the map still
+    shows where all the spectra are.
+    """
     import plotly.graph_objects as go
 
     fig = go.Figure()
+    if density is not None:
+        counts = density["counts"].T.astype(float)  # Heatmap: rows are y
+        fig.add_trace(go.Heatmap(
+            x=density["x"], y=density["y"], z=np.where(counts > 0, np.log10(np.maximum(counts, 1)), np.nan),
+            customdata=counts, colorscale="Greys", showscale=False, name=f"all {density['n']:,}",
+            hovertemplate="%{customdata:,} spectra here<extra></extra>", zmin=0, opacity=0.6))
     marker_size = 4 if len(frame) > 20000 else 6
     if colour in frame and colour in CONTINUOUS:
         values = pd.to_numeric(frame[colour], errors="coerce")

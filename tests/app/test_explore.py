@@ -397,3 +397,26 @@ def test_model_card_parts_keep_headings_in_order_and_fold_tables():
     assert developer.startswith("#### Architecture") and "##### Detail" in developer
     assert "| 1 | 2 |" in developer
     assert explore.model_card_parts("# Only a title\n\ntext") == ("### Only a title\n\ntext", "")
+
+
+def test_a_large_map_is_a_sample_over_the_density_of_all_points(tmp_path):
+    rows = explore.map_sample(1000, limit=50, keep=[999, None])
+    assert len(rows) == 51 and 999 in rows and np.all(np.diff(rows) > 0)
+    assert np.array_equal(rows, explore.map_sample(1000, limit=50, keep=[999]))  # same on every rerun
+    assert np.array_equal(explore.map_sample(40, limit=50), np.arange(40))  # small maps: every point
+    rng = np.random.default_rng(0)
+    coords = np.concatenate([rng.normal(0, 1, (3000, 2)), rng.normal(8, 0.5, (1000, 2))]).astype(np.float32)
+    np.save(tmp_path / "coords.npy", coords)
+    density = explore.map_density(np.load(tmp_path / "coords.npy", mmap_mode="r"), bins=40)
+    assert density["counts"].sum() == 4000 and density["n"] == 4000
+    hot = np.unravel_index(np.argmax(density["counts"]), density["counts"].shape)
+    assert abs(density["x"][hot[0]]) < 1.5 and abs(density["y"][hot[1]]) < 1.5  # the big cluster
+    meta = pd.DataFrame({"object_id": [f"o{i}" for i in rows], "survey": "sdss"})
+    frame = explore.map_frame(meta, coords[rows])
+    frame["row"] = rows
+    fig = explore.map_figure(frame, "survey", highlight_row=999, density=density)
+    assert fig.data[0].type == "heatmap" and fig.data[0].name == "all 4,000"
+    assert int(np.nansum(fig.data[0].customdata)) == 4000
+    assert sorted(fig.data[1].customdata) == sorted(rows) and fig.data[-1].name == "selected"
+    with pytest.raises(SpectrumError, match="no points"):
+        explore.map_density(np.zeros((0, 2)))

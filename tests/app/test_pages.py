@@ -7,10 +7,15 @@ the reconstruction, the walkthrough, the credits.
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 
 import numpy as np
+import pandas as pd
 import pytest
+
+from spectok_core import explore
 
 from .helpers import EXAMPLES, app_test, csv_bytes, texts
 
@@ -317,3 +322,24 @@ def test_indexed_lookup_random_and_position(app_data):
     at.text_input(key="search_id").set_value("400 5").run()
     no_exception(at)
     assert "RA must be in 0–360°" in texts(at.warning)
+
+
+def test_atlas_of_a_large_index_draws_a_sample_over_the_density(app_data, monkeypatch):
+    monkeypatch.setenv("SPECTOK_MAP_POINTS", "10")  # the 27-spectrum test index counts as large
+    at = app_test("pages/2_Atlas.py").run()
+    no_exception(at)
+    assert "a fixed random sample of 10 is drawn" in texts(at.caption)
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    assert traces[0]["type"] == "heatmap" and traces[0]["name"] == "all 27"
+    def rows(trace):  # plotly writes arrays as base64 with their dtype
+        data = trace["customdata"]
+        return np.frombuffer(base64.b64decode(data["bdata"]), data["dtype"]) if isinstance(data, dict) else data
+
+    assert sorted(r for t in traces[1:] for r in rows(t)) == sorted(explore.map_sample(27, limit=10))
+    sample = set(explore.map_sample(27, limit=10))
+    ids = pd.read_parquet(app_data[1] / "metadata.parquet")["object_id"].astype(str)
+    outside = next(ids.iloc[r] for r in range(len(ids)) if r not in sample)
+    at.text_input(key="atlas_id").set_value(outside).run()  # a spectrum not among the points
+    no_exception(at)
+    assert any(outside in h.value for h in at.subheader)
+    assert "selected" in [t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]]
