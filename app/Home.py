@@ -46,13 +46,13 @@ def body() -> None:
         tok, index = common.resources()
     if tok is not None and index is not None:
         manifest = index.manifest
-        surveys = index.metadata["survey"].astype(str).value_counts()
+        contents = explore.index_contents_of(index)
+        surveys = contents["survey"].astype(str).tolist()  # most spectra first
         st.success(
             f"Model **{tok.model_id}** loaded; index of **{len(index):,}** spectra from "
-            f"{len(surveys)} surveys ({', '.join(surveys.index[:8])}{'…' if len(surveys) > 8 else ''})."
+            f"{len(surveys)} surveys ({', '.join(surveys[:8])}{'…' if len(surveys) > 8 else ''})."
         )
-        st.dataframe(explore.index_contents(index.metadata), hide_index=True, key="contents",
-                     placeholder="")
+        st.dataframe(contents, hide_index=True, key="contents", placeholder="")
         st.caption(f"Index built {manifest.get('created', '')} · metric "
                    f"{manifest.get('metric', '')} · model weights "
                    f"{str(manifest.get('weights_hash', ''))[:12]}")

@@ -234,9 +234,13 @@ def _pick_indexed(index, key: str) -> bool:
 
 def _random_into(key: str, index, bright: bool) -> None:
     """Button callback: a random indexed spectrum's id into the lookup box."""
-    row = explore.random_row(index.metadata, bright=bright)
-    st.session_state[f"{key}_id"] = str(index.metadata["object_id"].iloc[row])
+    row = explore.random_row_of(index, bright=bright)
+    st.session_state[f"{key}_id"] = str(index.rows_metadata([row], ["object_id"])["object_id"].iloc[0])
     st.session_state[f"{key}_random_row"] = row
+
+
+def _first_id(index) -> str:
+    return str(index.rows_metadata([0], ["object_id"])["object_id"].iloc[0]) if len(index) else ""
 
 
 def lookup_row(index, key: str, label: str, on_change=None) -> int | None:
@@ -255,12 +259,12 @@ def lookup_row(index, key: str, label: str, on_change=None) -> int | None:
                   help=f"among the {explore.BRIGHT_SHARE:.0%} of indexed spectra with the highest S/N")
     with left:
         wanted = st.text_input(label, key=f"{key}_id", on_change=on_change,
-                               placeholder=str(index.metadata["object_id"].iloc[0]))
+                               placeholder=_first_id(index))
     st.session_state[f"{key}_lookup_failed"] = False
     if not wanted or not wanted.strip():
         return None
     try:
-        found = explore.lookup(index.metadata, wanted)
+        found = explore.lookup_in(index, wanted)
     except SpectrumError as err:
         st.warning(str(err))
         st.session_state[f"{key}_lookup_failed"] = True
@@ -269,20 +273,20 @@ def lookup_row(index, key: str, label: str, on_change=None) -> int | None:
         st.warning(found.message)
         st.session_state[f"{key}_lookup_failed"] = True
         return None
-    meta = index.metadata
     rows = found.rows
     preferred = st.session_state.get(f"{key}_random_row")
     if preferred in rows:  # Random picked this very row of an object observed several times
         rows = [preferred] + [r for r in rows if r != preferred]
+    meta = index.rows_metadata(rows, ["survey", "object_id"]).set_axis(rows)  # the found rows only
     if len(rows) == 1:
         if found.kind == "position":
-            st.caption(f"{found.message}: {meta['survey'].iloc[rows[0]]} "
-                       f"{meta['object_id'].iloc[rows[0]]}")
+            st.caption(f"{found.message}: {meta['survey'].loc[rows[0]]} "
+                       f"{meta['object_id'].loc[rows[0]]}")
         return int(rows[0])
     separation = dict(zip(found.rows, found.separations_arcsec))
 
     def describe(r: int) -> str:
-        text = f"{meta['survey'].iloc[r]} {meta['object_id'].iloc[r]} (row {r})"
+        text = f"{meta['survey'].loc[r]} {meta['object_id'].loc[r]} (row {r})"
         return text + (f", {separation[r]:.1f}″ away" if r in separation else "")
 
     return int(st.selectbox(f"{found.message}; observed by" if found.kind == "id" else found.message,

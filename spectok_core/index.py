@@ -354,6 +354,42 @@ class SpectrumIndex:
         return _tidy_metadata(table.to_pandas().drop(columns=[INDEX_ROW], errors="ignore"))
 
     @property
+    def metadata_loaded(self) -> bool:
+        """Whether the whole metadata is in memory (indexes with display copies); a large
+        index reads the rows and columns it needs from Parquet instead."""
+        return "_metadata" in self.__dict__
+
+    def columns(self, names: Sequence[str]) -> pd.DataFrame:
+        """Some metadata columns of every row (those that exist), read alone from Parquet
+        when the metadata is not loaded; remembered, since the app asks again."""
+        present = [n for n in names if n in self.column_names]
+        if self.metadata_loaded:
+            return self._metadata[present]
+        missing = [n for n in present if n not in self._columns]
+        if missing:
+            table = self._dataset.to_table(columns=missing)
+            frame = _tidy_metadata(table.to_pandas())
+            for name in missing:
+                self._columns[name] = frame[name]
+        return pd.DataFrame({n: self._columns[n] for n in present})
+
+    @cached_property
+    def _columns(self) -> dict[str, pd.Series]:
+        return {}
+
+    @cached_property
+    def column_names(self) -> list[str]:
+        """The metadata's columns (without reading any)."""
+        if self.metadata_loaded:
+            return list(self._metadata.columns)
+        return [n for n in self._dataset.schema.names if n != INDEX_ROW]
+
+    def find_rows(self, where: Mapping[str, Any]) -> np.ndarray:
+        """Index rows matching ``where`` (as in :meth:`search`), in order; for a large index
+        the predicates are pushed down to the Parquet scan."""
+        return np.flatnonzero(self.select(where))
+
+    @property
     def coords(self) -> np.ndarray:
         """(N, 2) map coordinates, row for row with :attr:`metadata`."""
         return self._coords

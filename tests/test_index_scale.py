@@ -241,3 +241,38 @@ def test_an_ivf_pq_index_without_display_copies_searches_reranks_and_memory_maps
         assert np.array_equal(pushed, select_rows(index.metadata, where)), where
     spectrum = index.spectrum(5)
     assert spectrum.meta["from_source"] and spectrum.meta["index_row"] == 5
+
+
+def test_a_large_index_answers_the_apps_lookups_from_parquet(tok, tmp_path):
+    """Without its metadata in memory, an index finds ids and positions (RA wrap and pole
+    included), counts its contents and picks at random as the in-memory code does."""
+    from spectok_core import explore
+    from spectok_core.io.mmu import write_mmu_shard
+    from tests.fake_spectra import labelled_spectrum
+    from tests.index_corpus import GRIDS
+
+    rng = np.random.default_rng(5)
+    sky = [(359.9995, 10.0), (0.0004, 10.0), (180.0, 89.9999), (0.0, 89.9998), (150.1, 2.2),
+           (150.1003, 2.2), (20.0, -45.0), (300.0, 60.0)]
+    spectra = [labelled_spectrum(GRIDS["sdss"], "sdss", "GALAXY" if i % 2 else "STAR",
+                                 {"object_id": f"obj-{i}", "origin": "real", "split": "test", "ra": ra, "dec": dec},
+                                 rng) for i, (ra, dec) in enumerate(sky)]
+    write_mmu_shard(tmp_path / "corpus" / "real" / "sdss" / "sdss-0.h5", spectra)
+    SpectrumIndex.build(tmp_path / "corpus", tmp_path / "idx", tok, display="source", progress=False, umap=False)
+    large = SpectrumIndex.load(tmp_path / "idx", tokenizer=tok)
+    loaded = SpectrumIndex.load(tmp_path / "idx", tokenizer=tok)
+    meta = loaded.metadata  # read whole: the in-memory answers to compare with
+    assert not large.metadata_loaded and loaded.metadata_loaded
+    for text in ("obj-3", "359.9999 10.0", "0 10", "12:00:00 +89:59:59.8", "150.1 2.2", "10:00:24 +02:12:00",
+                 "OBJ-3", "20 45", "not-a-thing"):
+        got, want = explore.lookup_in(large, text), explore.lookup(meta, text)
+        assert got.rows == want.rows and got.kind == want.kind, text
+    assert explore.lookup_in(large, "359.9999 10.0").rows == [0, 1]  # across RA = 0
+    assert sorted(explore.lookup_in(large, "0 89.99985").rows) == [2, 3]  # at the pole every RA is near
+    assert explore.lookup_in(large, "obj-3").kind == "id" and not explore.lookup_in(large, "OBJ-3").rows
+    pd.testing.assert_frame_equal(explore.index_contents_of(large), explore.index_contents(meta))
+    assert explore.index_values(large, "class") == ["GALAXY", "STAR"]
+    snr = meta["snr"].to_numpy()
+    bright = {explore.random_row_of(large, np.random.default_rng(s), bright=True) for s in range(20)}
+    assert bright <= set(np.flatnonzero(snr >= np.quantile(snr, 0.9)))
+    assert not large.metadata_loaded  # none of it needed the whole table

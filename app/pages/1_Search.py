@@ -14,14 +14,12 @@ from spectok_core import explore  # noqa: E402
 
 
 def filters(index) -> tuple[dict | None, int]:
-    meta = index.metadata
     with st.sidebar:
         st.header("Neighbour filters")
         k = st.slider("How many neighbours (k)", 1, 50, 10, key="k")
-        surveys = st.multiselect("Surveys", sorted(meta["survey"].dropna().astype(str).unique()),
+        surveys = st.multiselect("Surveys", explore.index_values(index, "survey"),
                                  key="f_surveys", placeholder="all surveys")
-        classes = st.multiselect("Classes", sorted(meta["class"].dropna().astype(str).unique())
-                                 if "class" in meta else [], key="f_classes",
+        classes = st.multiselect("Classes", explore.index_values(index, "class"), key="f_classes",
                                  placeholder="all classes")
         origin = st.radio("Origin", ["any", "real", "simulated"], horizontal=True, key="f_origin")
     return explore.where_filter(surveys, classes, origin), k
@@ -89,7 +87,7 @@ def show_neighbours(index, hits, spectrum, estimates, view: dict) -> None:
                 "not a fit to your spectrum. An estimate is shown only when at least "
                 f"{explore.MIN_AGREEING} neighbours with similarity ≥ {explore.MIN_SIMILARITY:g} "
                 "agree on it:")
-    for warning in explore.estimate_warnings(spectrum, hits, index.metadata["survey"].unique()):
+    for warning in explore.estimate_warnings(spectrum, hits, explore.index_values(index, "survey")):
         st.warning(warning)
     st.table(explore.estimates_table(estimates).set_index("quantity"))
     best = hits.iloc[0]

@@ -25,6 +25,8 @@ from __future__ import annotations
 from .atlas import (
     MAP_POINTS,
     index_contents,
+    index_contents_of,
+    index_values,
     map_density,
     map_figure,
     map_frame,
@@ -81,7 +83,16 @@ from .figures import (
     smooth,
     spectrum_figure,
 )
-from .lookup import BRIGHT_SHARE, RADIUS_ARCSEC, Lookup, lookup, parse_position, random_row
+from .lookup import (
+    BRIGHT_SHARE,
+    RADIUS_ARCSEC,
+    Lookup,
+    lookup,
+    lookup_in,
+    parse_position,
+    random_row,
+    random_row_of,
+)
 from .reconstruct import (
     overlap,
     render_on,
@@ -134,7 +145,8 @@ __all__ = [
     "Estimate", "estimate_warnings", "estimates_table", "example_title", "examples",
     "EXAMPLES_DIR", "flux_unit_label", "formats_help", "formats_table", "frame_redshift",
     "gated_estimates", "HIT_COLUMNS", "hits_table", "index_contents", "INDEX_ENV", "index_path",
-    "MAP_POINTS", "map_density", "map_points_limit", "map_sample",
+    "MAP_POINTS", "map_density", "map_points_limit", "map_sample", "index_contents_of", "index_values",
+    "lookup_in", "random_row_of",
     "label_rows", "LABELS", "line_markers", "load_index", "load_tokenizer", "Lookup", "lookup",
     "LOW_SNR", "map_figure", "map_frame", "MAX_SPREAD", "median_normalised", "MIN_AGREEING",
     "MIN_CLASS_SHARE", "MIN_SIMILARITY", "model_card", "model_card_parts", "MODEL_ENV", "model_path",

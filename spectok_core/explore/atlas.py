@@ -27,6 +27,22 @@ def index_contents(metadata: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("total", ascending=False).reset_index()
 
 
+def index_contents_of(index) -> pd.DataFrame:
+    """:func:`index_contents` of an index, reading only those three columns of a large one."""
+    return index_contents(index.columns(["survey", "class", "origin"]))
+
+
+def index_values(index, column: str) -> list[str]:
+    """The distinct values of a metadata column (surveys, classes), sorted: from the
+    manifest's counts when the build recorded them, else read from the column."""
+    counts = index.manifest.get("counts", {}).get(column)
+    if isinstance(counts, dict) and counts:
+        return sorted(str(k) for k in counts if str(k) not in ("-", "unknown", "", "None", "nan"))
+    if column not in index.column_names:
+        return []
+    return sorted(index.columns([column])[column].dropna().astype(str).unique())
+
+
 # -- the atlas -------------------------------------------------------------------------------
 
 #: Above this many indexed spectra the map draws the density of all of them and a sample as

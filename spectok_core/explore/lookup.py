@@ -151,3 +151,71 @@ def random_row(metadata: pd.DataFrame, rng: np.random.Generator | None = None,
             cut = np.quantile(snr[known], 1.0 - BRIGHT_SHARE)
             candidates = known[snr[known] >= cut]
     return int(rng.choice(candidates))
+
+
+# -- the same on an index whose metadata stays in Parquet (a large one) -------------------------
+
+
+def lookup_in(index, text: str, radius_arcsec: float = RADIUS_ARCSEC) -> Lookup:
+    """:func:`lookup` on a :class:`~spectok_core.index.SpectrumIndex`.
+
+    With its metadata in memory this is :func:`lookup` itself. Otherwise (a large index)
+    only the candidate rows are read: those whose object id equals the text (a pushed-down
+    Parquet filter), else those in an RA/Dec box around the position, and the exact
+    separation is taken on them.
+    """
+    if index.metadata_loaded:
+        return lookup(index.metadata, text, radius_arcsec)
+    wanted = str(text or "").strip()
+    if not wanted:
+        return Lookup()
+    if "object_id" in index.column_names:
+        rows = index.find_rows({"object_id": wanted})  # case-blind in Parquet: exact here
+        if rows.size:
+            ids = index.rows_metadata(rows, ["object_id"])["object_id"].astype(str).to_numpy()
+            rows = rows[ids == wanted]
+        if rows.size:
+            return Lookup([int(r) for r in rows], "id", f"object id {wanted}")
+    position = parse_position(wanted)
+    if position is None:
+        return Lookup([], "", f"No indexed spectrum has object id {wanted!r}, and it is not a "
+                              "position (e.g. '150.1 2.2' or '10:00:24 +02:12:00').")
+    label = position.to_string("hmsdms", precision=1)
+    rows = _rows_near(index, float(position.ra.deg), float(position.dec.deg), radius_arcsec / 3600.0)
+    if rows.size == 0:
+        return Lookup([], "position", f"Nothing within {radius_arcsec:g}″ of {label}.")
+    near = lookup(index.rows_metadata(rows, ["object_id", "survey", "ra", "dec"]).reset_index(drop=True),
+                  wanted, radius_arcsec)
+    near.rows = [int(rows[r]) for r in near.rows]
+    if not near.rows:
+        near.message = f"Nothing within {radius_arcsec:g}″ of {label}."
+    return near
+
+
+def _rows_near(index, ra: float, dec: float, radius_deg: float) -> np.ndarray:
+    """Rows with ra/dec in a box around (ra, dec) that holds the circle of ``radius_deg``."""
+    if "ra" not in index.column_names or "dec" not in index.column_names:
+        return np.zeros(0, np.int64)
+    box = {"dec": (dec - radius_deg, dec + radius_deg)}
+    half = radius_deg / max(np.cos(np.radians(min(abs(dec) + radius_deg, 90.0))), 1e-9)
+    if half >= 180.0:  # at a pole every RA is near
+        return index.find_rows(box)
+    low, high = ra - half, ra + half
+    parts = [(max(low, 0.0), min(high, 360.0))]
+    if low < 0.0:
+        parts.append((low + 360.0, 360.0))
+    if high > 360.0:
+        parts.append((0.0, high - 360.0))
+    return np.unique(np.concatenate([index.find_rows({**box, "ra": part}) for part in parts]))
+
+
+def random_row_of(index, rng: np.random.Generator | None = None, bright: bool = False) -> int:
+    """:func:`random_row` on an index, reading only the S/N column when not loaded."""
+    if index.metadata_loaded:
+        return random_row(index.metadata, rng, bright)
+    if len(index) == 0:
+        raise SpectrumError("the index is empty")
+    rng = rng if rng is not None else np.random.default_rng()
+    if not bright or "snr" not in index.column_names:
+        return int(rng.integers(len(index)))
+    return random_row(index.columns(["snr"]), rng, bright)
