@@ -414,6 +414,9 @@ def _count_into(counts: dict, table) -> None:
         counts[name].update(frame[name].astype("string").fillna("-").tolist())
     both = frame[frame["survey"].notna() & frame["origin"].notna()]
     counts["survey_origin"].update((both["survey"] + "|" + both["origin"]).tolist())
+    known = frame[frame["survey"].notna()]  # the app's contents table, without reading the metadata
+    counts["survey_class"].update((known["survey"].astype("string") + "|"
+                                   + known["class"].astype("string").fillna("-")).tolist())
 
 
 def _assemble(chunks: list[Path], stage: Path, display: str, dim: int, columns: Sequence[str],
@@ -444,7 +447,7 @@ def _assemble(chunks: list[Path], stage: Path, display: str, dim: int, columns: 
         thumbs = np.lib.format.open_memmap(stage / "thumbnails.npy", "w+", np.float16, (n, THUMB_PIXELS))
     schema = _arrow_schema(columns, display)
     writer = pq.ParquetWriter(stage / "metadata.parquet", schema)
-    counts = {name: Counter() for name in ("survey", "origin", "class", "survey_origin")}
+    counts = {name: Counter() for name in ("survey", "origin", "class", "survey_origin", "survey_class")}
     errors: list[tuple[str, str]] = []
     n_errors = n_planned = 0
     at, row = Counter(), 0

@@ -257,12 +257,28 @@ def test_a_large_index_answers_the_apps_lookups_from_parquet(tok, tmp_path):
     spectra = [labelled_spectrum(GRIDS["sdss"], "sdss", "GALAXY" if i % 2 else "STAR",
                                  {"object_id": f"obj-{i}", "origin": "real", "split": "test", "ra": ra, "dec": dec},
                                  rng) for i, (ra, dec) in enumerate(sky)]
+    spectra[5].meta["origin"] = spectra[6].meta["origin"] = "simulated"
+    spectra[7].meta["class"] = None  # counted as "unknown"
     write_mmu_shard(tmp_path / "corpus" / "real" / "sdss" / "sdss-0.h5", spectra)
     SpectrumIndex.build(tmp_path / "corpus", tmp_path / "idx", tok, display="source", progress=False, umap=False)
+    import pyarrow.parquet as pq
+
+    from spectok_core.index_check import record_hashes
+
+    # Row groups of 3 rows, as a large build's many parts give: reads must cross them.
+    pq.write_table(pq.read_table(tmp_path / "idx" / "metadata.parquet"), tmp_path / "idx" / "metadata.parquet",
+                   row_group_size=3)
+    record_hashes(tmp_path / "idx")
     large = SpectrumIndex.load(tmp_path / "idx", tokenizer=tok)
     loaded = SpectrumIndex.load(tmp_path / "idx", tokenizer=tok)
     meta = loaded.metadata  # read whole: the in-memory answers to compare with
     assert not large.metadata_loaded and loaded.metadata_loaded
+    assert large._parquet.metadata.num_row_groups == 3
+    for rows in ([7, 0, 4], [2, 3], [5], []):
+        pd.testing.assert_frame_equal(large.rows_metadata(rows).reset_index(drop=True),
+                                      meta.iloc[rows].reset_index(drop=True), check_categorical=False)
+    with pytest.raises(SpectrumError, match="rows must be"):
+        large.rows_metadata([8])
     for text in ("obj-3", "359.9999 10.0", "0 10", "12:00:00 +89:59:59.8", "150.1 2.2", "10:00:24 +02:12:00",
                  "OBJ-3", "20 45", "not-a-thing"):
         got, want = explore.lookup_in(large, text), explore.lookup(meta, text)
@@ -270,6 +286,9 @@ def test_a_large_index_answers_the_apps_lookups_from_parquet(tok, tmp_path):
     assert explore.lookup_in(large, "359.9999 10.0").rows == [0, 1]  # across RA = 0
     assert sorted(explore.lookup_in(large, "0 89.99985").rows) == [2, 3]  # at the pole every RA is near
     assert explore.lookup_in(large, "obj-3").kind == "id" and not explore.lookup_in(large, "OBJ-3").rows
+    assert "survey_class" in large.manifest["counts"]  # the build counted what the Home table shows
+    pd.testing.assert_frame_equal(explore.index_contents_of(large), explore.index_contents(meta))
+    del large.manifest["counts"]["survey_class"]  # an older build: counted in Parquet instead
     pd.testing.assert_frame_equal(explore.index_contents_of(large), explore.index_contents(meta))
     assert explore.index_values(large, "class") == ["GALAXY", "STAR"]
     snr = meta["snr"].to_numpy()

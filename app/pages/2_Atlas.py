@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,15 +37,29 @@ def _density(_index, key: str) -> dict:
     return explore.map_density(_index.coords)
 
 
+@st.cache_data(show_spinner="Reading the map's sample…", max_entries=4)
+def _sample(_index, key: str, limit: int):
+    """The fixed sample's points with their metadata, once per index (``key``: folder, size)."""
+    return _points(_index, explore.map_sample(len(_index), limit))
+
+
+def _points(index, rows):
+    frame = explore.map_frame(index.rows_metadata(rows), np.asarray(index.coords[rows]))
+    frame["row"] = rows
+    return frame
+
+
 def _map_frame(index, keep: int | None):
     """The points drawn: every indexed spectrum, or above the limit a fixed sample (plus the
     selection) over the density of all of them."""
-    rows = explore.map_sample(len(index), keep=[keep])
-    if len(rows) == len(index):
+    limit = explore.map_points_limit()
+    if len(index) <= limit:
         return explore.map_frame(index.metadata, index.coords), None
-    frame = explore.map_frame(index.rows_metadata(rows), np.asarray(index.coords[rows]))
-    frame["row"] = rows
-    return frame, _density(index, f"{index.path}:{len(index)}")
+    key = f"{index.path}:{len(index)}"
+    frame = _sample(index, key, limit)
+    if keep is not None and not (frame["row"] == keep).any():
+        frame = pd.concat([frame, _points(index, np.array([keep]))], ignore_index=True)
+    return frame, _density(index, key)
 
 
 def body() -> None:

@@ -28,8 +28,51 @@ def index_contents(metadata: pd.DataFrame) -> pd.DataFrame:
 
 
 def index_contents_of(index) -> pd.DataFrame:
-    """:func:`index_contents` of an index, reading only those three columns of a large one."""
-    return index_contents(index.columns(["survey", "class", "origin"]))
+    """:func:`index_contents` of an index. A large one is counted in Parquet (pyarrow's
+    group-by over the three columns), so no row of it comes into pandas."""
+    if index.metadata_loaded:
+        return index_contents(index.metadata)
+    counts = index.manifest.get("counts", {})
+    if isinstance(counts.get("survey_class"), dict) and isinstance(counts.get("survey_origin"), dict):
+        return _contents_from_counts(counts["survey_class"], counts["survey_origin"])
+    names = [c for c in ("survey", "class", "origin") if c in index.column_names]
+    table = index.metadata_table(names)
+    groups = table.group_by(names).aggregate([([], "count_all")]).to_pandas()
+    counts = groups.pop("count_all").to_numpy()
+    return _contents_from_groups(groups, counts)
+
+
+def _contents_from_counts(survey_class: dict, survey_origin: dict) -> pd.DataFrame:
+    """:func:`index_contents` from a build's recorded counts ("survey|class" and
+    "survey|origin" keys): no metadata read at all."""
+    rows = []
+    for key, n in survey_class.items():
+        survey, _, cls = str(key).partition("|")
+        origins = {o: survey_origin.get(f"{survey}|{o}", 0) for o in ("real", "simulated")}
+        rows.append({"survey": survey, "class": "unknown" if cls in ("-", "") else cls, "n": int(n), **origins})
+    frame = pd.DataFrame(rows)
+    table = frame.pivot_table(index="survey", columns="class", values="n", aggfunc="sum", fill_value=0)
+    origin = frame.groupby("survey")[["real", "simulated"]].first()
+    table["real"], table["simulated"] = origin["real"], origin["simulated"]
+    table["total"] = frame.groupby("survey")["n"].sum()
+    table.columns.name = "class"
+    return table.sort_values("total", ascending=False).reset_index()
+
+
+def _contents_from_groups(groups: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
+    """:func:`index_contents` from (survey, class, origin) groups and their counts."""
+    frame = groups.astype(object).where(groups.notna(), "unknown").astype(str)
+    frame["n"] = counts
+    if "class" not in frame:
+        frame["class"] = "unknown"
+    table = frame.pivot_table(index="survey", columns="class", values="n", aggfunc="sum", fill_value=0)
+    table.columns.name = None
+    origin = frame["origin"] if "origin" in frame else pd.Series("unknown", index=frame.index)
+    table["real"] = frame["n"].where(origin == "real", 0).groupby(frame["survey"]).sum()
+    table["simulated"] = frame["n"].where(origin == "simulated", 0).groupby(frame["survey"]).sum()
+    table["total"] = frame.groupby("survey")["n"].sum()
+    table.columns.name = "class"
+    return table.sort_values("total", ascending=False).reset_index()
 
 
 def index_values(index, column: str) -> list[str]:

@@ -169,13 +169,9 @@ def lookup_in(index, text: str, radius_arcsec: float = RADIUS_ARCSEC) -> Lookup:
     wanted = str(text or "").strip()
     if not wanted:
         return Lookup()
-    if "object_id" in index.column_names:
-        rows = index.find_rows({"object_id": wanted})  # case-blind in Parquet: exact here
-        if rows.size:
-            ids = index.rows_metadata(rows, ["object_id"])["object_id"].astype(str).to_numpy()
-            rows = rows[ids == wanted]
-        if rows.size:
-            return Lookup([int(r) for r in rows], "id", f"object id {wanted}")
+    rows = index.rows_where_equal("object_id", wanted)
+    if rows.size:
+        return Lookup([int(r) for r in rows], "id", f"object id {wanted}")
     position = parse_position(wanted)
     if position is None:
         return Lookup([], "", f"No indexed spectrum has object id {wanted!r}, and it is not a "
