@@ -103,9 +103,15 @@ def inflate(seed: Path, out: Path, n: int, noise: float, seed_rng: int = 0) -> d
     counts = {}
     table = pq.read_table(stage / "metadata.parquet", columns=[c for c in ("survey", "class", "origin")
                                                                if c in meta.column_names])
-    for name in table.column_names:
-        column = table.column(name).to_pandas().astype(object).where(lambda s: s.notna(), "unknown")
-        counts[name] = {str(k): int(v) for k, v in column.astype(str).value_counts().sort_index().items()}
+    frame = table.to_pandas().astype(object)
+    frame = frame.where(frame.notna(), "-").astype(str)
+    for name in frame.columns:  # as a build records them (spectok_core.index_build._count_into)
+        counts[name] = {str(k): int(v) for k, v in frame[name].value_counts().sort_index().items()}
+    for name in ("origin", "class"):
+        if name in frame and "survey" in frame:
+            joint = (frame["survey"] + "|" + frame[name]).value_counts().sort_index()
+            counts[f"survey_{name}"] = {str(k): int(v) for k, v in joint.items()
+                                        if name == "class" or not str(k).endswith("|-")}
     files = ["index.faiss", "embeddings.npy", "coords.npy", "metadata.parquet", "thumbnails.npy"] + \
         (["map.npy"] if (stage / "map.npy").is_file() else [])
     manifest.update({
