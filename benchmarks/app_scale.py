@@ -152,7 +152,7 @@ def time_app_calls(path: Path) -> dict:
     timed(out, "search_filtered_survey_again_s",
           lambda: explore.neighbours(index, query, k=10, where={"survey": ["sdss"]}))
     timed(out, "atlas_density_s", lambda: explore.map_density(index.coords))
-    rows = explore.map_sample(len(index))
+    rows = index.sample_rows(explore.map_points_limit())
     timed(out, "atlas_sample_metadata_s",
           lambda: explore.map_frame(index.rows_metadata(rows), np.asarray(index.coords[rows])))
     wanted = str(hits["object_id"].iloc[0])

@@ -415,6 +415,29 @@ class SpectrumIndex:
             return list(self._metadata.columns)
         return [n for n in self._dataset.schema.names if n != INDEX_ROW]
 
+    def sample_rows(self, limit: int, seed: int = 0) -> np.ndarray:
+        """A fixed random sample of at most ``limit`` rows, sorted (the same on every call).
+
+        With the metadata in Parquet the rows come from whole row groups drawn at random
+        (a build writes one per part of 512 spectra), so that reading their metadata
+        touches about limit / 512 groups, not nearly all of them.
+        """
+        n = len(self)
+        if n <= limit:
+            return np.arange(n)
+        rng = np.random.default_rng(seed)
+        if self.metadata_loaded:
+            return np.sort(rng.choice(n, limit, replace=False))
+        starts = self._group_starts
+        chosen, total = [], 0
+        for group in rng.permutation(len(starts) - 1):
+            chosen.append(np.arange(starts[group], starts[group + 1]))
+            total += len(chosen[-1])
+            if total >= limit:
+                break
+        rows = np.concatenate(chosen)
+        return np.sort(rng.choice(rows, limit, replace=False)) if len(rows) > limit else np.sort(rows)
+
     def find_rows(self, where: Mapping[str, Any]) -> np.ndarray:
         """Index rows matching ``where`` (as in :meth:`search`), in order; for a large index
         the predicates are pushed down to the Parquet scan."""

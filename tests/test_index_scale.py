@@ -279,6 +279,11 @@ def test_a_large_index_answers_the_apps_lookups_from_parquet(tok, tmp_path):
                                       meta.iloc[rows].reset_index(drop=True), check_categorical=False)
     with pytest.raises(SpectrumError, match="rows must be"):
         large.rows_metadata([8])
+    sample = large.sample_rows(4)  # from whole row groups of 3: two groups read, not three
+    groups = set(np.searchsorted(large._group_starts, sample, side="right") - 1)
+    assert len(sample) == 4 and len(groups) == 2 and np.array_equal(sample, large.sample_rows(4))
+    assert np.array_equal(loaded.sample_rows(4), explore.map_sample(8, limit=4))  # in memory: any rows
+    assert np.array_equal(large.sample_rows(100), np.arange(8))
     for text in ("obj-3", "359.9999 10.0", "0 10", "12:00:00 +89:59:59.8", "150.1 2.2", "10:00:24 +02:12:00",
                  "OBJ-3", "20 45", "not-a-thing"):
         got, want = explore.lookup_in(large, text), explore.lookup(meta, text)

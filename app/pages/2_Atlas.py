@@ -40,7 +40,7 @@ def _density(_index, key: str) -> dict:
 @st.cache_data(show_spinner="Reading the map's sample…", max_entries=4)
 def _sample(_index, key: str, limit: int):
     """The fixed sample's points with their metadata, once per index (``key``: folder, size)."""
-    return _points(_index, explore.map_sample(len(_index), limit))
+    return _points(_index, _index.sample_rows(limit))
 
 
 def _points(index, rows):
