@@ -84,7 +84,7 @@ def inflate(seed: Path, out: Path, n: int, noise: float, seed_rng: int = 0) -> d
                 part = part.set_column(part.column_names.index(name), name, pa.array(moved))
         if writer is None:
             writer = pq.ParquetWriter(stage / "metadata.parquet", part.schema)
-        writer.write_table(part, row_group_size=index_build.CHUNK_SIZE)  # as a build's parts
+        writer.write_table(part, row_group_size=index_build.ROW_GROUP)  # as a build writes them
     writer.close()
     emb.flush()
     xy.flush()

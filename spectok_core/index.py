@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -161,6 +162,24 @@ def place_umap(similarities: np.ndarray, neighbour_coords: np.ndarray, all_coord
 
 
 # -- the index ----------------------------------------------------------------------------------
+
+
+def _prefetch(paths: Sequence[Path], block: int = 8 << 20) -> None:
+    """Read memory-mapped index files once, sequentially, in a background thread, so that
+    they sit in the page cache before the first search. On a cold 10^7 index that search
+    otherwise waits on thousands of random page reads (IVF lists, re-ranked embeddings):
+    12-38 s measured here, against about 3 s to read the 3.3 GB in order."""
+
+    def run() -> None:
+        for path in paths:
+            try:
+                with open(path, "rb", buffering=0) as handle:
+                    while handle.read(block):
+                        pass
+            except OSError:
+                continue
+
+    threading.Thread(target=run, name="spectok-prefetch", daemon=True).start()
 
 
 class SpectrumIndex:
@@ -302,6 +321,8 @@ class SpectrumIndex:
         for name, value in manifest.get("search_params", {}).items():
             if name in ("efSearch", "nprobe"):
                 space.set_index_parameter(index, name, value)
+        if manifest.get("display") == "source":
+            _prefetch([path / name for name in ("index.faiss", "embeddings.npy", "metadata.parquet")])
         try:
             return cls(path, manifest, index, tokenizer, verify=verify)
         except SpectrumError:
@@ -352,8 +373,8 @@ class SpectrumIndex:
             return frame[list(columns)] if columns is not None else frame
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise SpectrumError(f"rows must be in 0..{len(self) - 1}")
-        # Only the row groups holding these rows are read (a build writes one per part of
-        # 512 spectra): milliseconds for a page of hits, where a dataset take scans them all.
+        # Only the row groups holding these rows are read (a build writes groups of 8,192
+        # rows): milliseconds for a page of hits, where a dataset take scans them all.
         starts = self._group_starts
         groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
         table = self._parquet.read_row_groups([int(g) for g in groups],
@@ -419,8 +440,8 @@ class SpectrumIndex:
         """A fixed random sample of at most ``limit`` rows, sorted (the same on every call).
 
         With the metadata in Parquet the rows come from whole row groups drawn at random
-        (a build writes one per part of 512 spectra), so that reading their metadata
-        touches about limit / 512 groups, not nearly all of them.
+        (a build writes groups of 8,192 rows), so that reading their metadata touches
+        about limit / 8,192 groups, not nearly all of them.
         """
         n = len(self)
         if n <= limit:
