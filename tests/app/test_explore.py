@@ -405,7 +405,7 @@ def test_a_large_map_is_a_sample_over_the_density_of_all_points(tmp_path):
     assert np.array_equal(rows, explore.map_sample(1000, limit=50, keep=[999]))  # same on every rerun
     assert np.array_equal(explore.map_sample(40, limit=50), np.arange(40))  # small maps: every point
     rng = np.random.default_rng(0)
-    coords = np.concatenate([rng.normal(0, 1, (3000, 2)), rng.normal(8, 0.5, (1000, 2))]).astype(np.float32)
+    coords = np.concatenate([rng.normal(0, 0.5, (3000, 2)), rng.normal(8, 1.0, (1000, 2))]).astype(np.float32)
     np.save(tmp_path / "coords.npy", coords)
     density = explore.map_density(np.load(tmp_path / "coords.npy", mmap_mode="r"), bins=40)
     assert density["counts"].sum() == 4000 and density["n"] == 4000
