@@ -28,49 +28,39 @@ def index_contents(metadata: pd.DataFrame) -> pd.DataFrame:
 
 
 def index_contents_of(index) -> pd.DataFrame:
-    """:func:`index_contents` of an index. A large one is counted in Parquet (pyarrow's
-    group-by over the three columns), so no row of it comes into pandas."""
+    """:func:`index_contents` of an index. A large one is told by the build's counts, or
+    counted in Parquet (pyarrow's group-by over the three columns), so no row of it comes
+    into pandas."""
     if index.metadata_loaded:
         return index_contents(index.metadata)
     counts = index.manifest.get("counts", {})
     if isinstance(counts.get("survey_class"), dict) and isinstance(counts.get("survey_origin"), dict):
-        return _contents_from_counts(counts["survey_class"], counts["survey_origin"])
+        return _contents_table(_split_counts(counts["survey_class"], "class"),
+                               _split_counts(counts["survey_origin"], "origin"))
     names = [c for c in ("survey", "class", "origin") if c in index.column_names]
-    table = index.metadata_table(names)
-    groups = table.group_by(names).aggregate([([], "count_all")]).to_pandas()
-    counts = groups.pop("count_all").to_numpy()
-    return _contents_from_groups(groups, counts)
+    groups = index.metadata_table(names).group_by(names).aggregate([([], "count_all")]).to_pandas()
+    groups = groups.rename(columns={"count_all": "n"})
+    for name in ("class", "origin"):
+        groups[name] = groups[name].astype(object).where(groups[name].notna(), "unknown").astype(str) \
+            if name in groups else "unknown"
+    return _contents_table(groups[["survey", "class", "n"]], groups[["survey", "origin", "n"]])
 
 
-def _contents_from_counts(survey_class: dict, survey_origin: dict) -> pd.DataFrame:
-    """:func:`index_contents` from a build's recorded counts ("survey|class" and
-    "survey|origin" keys): no metadata read at all."""
-    rows = []
-    for key, n in survey_class.items():
-        survey, _, cls = str(key).partition("|")
-        origins = {o: survey_origin.get(f"{survey}|{o}", 0) for o in ("real", "simulated")}
-        rows.append({"survey": survey, "class": "unknown" if cls in ("-", "") else cls, "n": int(n), **origins})
-    frame = pd.DataFrame(rows)
-    table = frame.pivot_table(index="survey", columns="class", values="n", aggfunc="sum", fill_value=0)
-    origin = frame.groupby("survey")[["real", "simulated"]].first()
-    table["real"], table["simulated"] = origin["real"], origin["simulated"]
-    table["total"] = frame.groupby("survey")["n"].sum()
-    table.columns.name = "class"
-    return table.sort_values("total", ascending=False).reset_index()
+def _split_counts(counts: dict, name: str) -> pd.DataFrame:
+    """A build's "survey|value" counts as (survey, ``name``, n) rows; "-" is unknown."""
+    rows = [(*str(key).partition("|")[::2], int(n)) for key, n in counts.items()]
+    frame = pd.DataFrame(rows, columns=["survey", name, "n"])
+    frame[name] = frame[name].where(~frame[name].isin(["-", ""]), "unknown")
+    return frame
 
 
-def _contents_from_groups(groups: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
-    """:func:`index_contents` from (survey, class, origin) groups and their counts."""
-    frame = groups.astype(object).where(groups.notna(), "unknown").astype(str)
-    frame["n"] = counts
-    if "class" not in frame:
-        frame["class"] = "unknown"
-    table = frame.pivot_table(index="survey", columns="class", values="n", aggfunc="sum", fill_value=0)
-    table.columns.name = None
-    origin = frame["origin"] if "origin" in frame else pd.Series("unknown", index=frame.index)
-    table["real"] = frame["n"].where(origin == "real", 0).groupby(frame["survey"]).sum()
-    table["simulated"] = frame["n"].where(origin == "simulated", 0).groupby(frame["survey"]).sum()
-    table["total"] = frame.groupby("survey")["n"].sum()
+def _contents_table(by_class: pd.DataFrame, by_origin: pd.DataFrame) -> pd.DataFrame:
+    """:func:`index_contents` from counts per (survey, class) and per (survey, origin)."""
+    table = by_class.pivot_table(index="survey", columns="class", values="n", aggfunc="sum", fill_value=0)
+    for origin in ("real", "simulated"):
+        table[origin] = by_origin[by_origin["origin"] == origin].groupby("survey")["n"].sum() \
+            .reindex(table.index, fill_value=0)
+    table["total"] = by_class.groupby("survey")["n"].sum()
     table.columns.name = "class"
     return table.sort_values("total", ascending=False).reset_index()
 
@@ -117,7 +107,7 @@ def map_sample(n: int, limit: int | None = None, keep=(), seed: int = 0) -> np.n
 def map_density(coords: np.ndarray, bins: int = 160) -> dict:
     """Counts of every map point on a ``bins`` x ``bins`` grid (read in blocks, so a
     memory-mapped 10^7-row map is never copied whole): for :func:`map_figure`."""
-    coords = np.asarray(coords) if not isinstance(coords, np.memmap) else coords
+    coords = np.asarray(coords)  # a memmap stays one: nothing is read until the blocks below
     n = len(coords)
     if n == 0:
         raise SpectrumError("the map has no points")
