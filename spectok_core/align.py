@@ -45,6 +45,10 @@ class AlignConfig:
     min_pairs: int = 50  # instrument pairs with fewer training pairs are left out
     calibration_spectra: int = 4096
     calibration_shrink: float = 0.01
+    # How often each instrument pair is drawn: "sqrt" (∝ √pairs, the big optical pairs most) or
+    # "uniform" (every instrument pair alike, so the few no-overlap pairs, APOGEE's, get as
+    # many steps as the many optical ones).
+    pair_weighting: str = "sqrt"
 
 
 @dataclass
@@ -105,15 +109,23 @@ def pair_latents(tok: Tokenizer, corpus: Path, split: str = "train", min_pairs: 
     return PairLatents(latents, pairs, tok.weights_hash)
 
 
-def train_head(head: torch.nn.Module, data: PairLatents, cfg: AlignConfig,
-               log: csv.writer | None = None) -> list[float]:
-    """InfoNCE on same-object pairs; each step draws one instrument pair (weight √count)."""
-    latents = torch.from_numpy(data.latents)
+def pair_draw_weights(data: PairLatents, cfg: AlignConfig) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """The instrument pairs a step may draw (two readable pairs or more) and their probabilities."""
     keys = sorted(k for k, rows in data.pairs.items() if len(rows) >= 2)
     if not keys:
         raise SpectrumError("no instrument pair has two readable same-object pairs to align")
-    weights = np.sqrt([len(data.pairs[k]) for k in keys])
-    weights /= weights.sum()
+    if cfg.pair_weighting not in ("sqrt", "uniform"):
+        raise SpectrumError(f"pair weighting must be 'sqrt' or 'uniform', not {cfg.pair_weighting!r}")
+    counts = np.array([len(data.pairs[k]) for k in keys], float)
+    weights = np.sqrt(counts) if cfg.pair_weighting == "sqrt" else np.ones(len(keys))
+    return keys, weights / weights.sum()
+
+
+def train_head(head: torch.nn.Module, data: PairLatents, cfg: AlignConfig,
+               log: csv.writer | None = None) -> list[float]:
+    """InfoNCE on same-object pairs; each step draws one instrument pair (``cfg.pair_weighting``)."""
+    latents = torch.from_numpy(data.latents)
+    keys, weights = pair_draw_weights(data, cfg)
     rng = np.random.default_rng([cfg.seed, 11])
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     head.train()

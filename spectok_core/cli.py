@@ -219,7 +219,8 @@ def cmd_align(args: argparse.Namespace) -> int:
     if args.hidden < 0 or args.temperature <= 0 or args.lr <= 0:
         raise SpectrumError("--hidden must be 0 or more, --temperature and --lr above 0")
     cfg = AlignConfig(hidden=args.hidden, steps=args.steps, batch=args.batch, temperature=args.temperature,
-                      lr=args.lr, seed=args.seed, calibration_shrink=args.calibration_shrink)
+                      lr=args.lr, seed=args.seed, calibration_shrink=args.calibration_shrink,
+                      pair_weighting=args.pair_weighting)
     tok = align(Path(args.corpus), Path(args.model), Path(args.out), cfg)
     print(f"aligned model written to {Path(args.out) / 'final'} (model id {tok.model_id})")
     return 0
@@ -537,6 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibration-shrink", type=float, default=0.01,
                    help="eigenvalue shrinkage of the embedding's whitening (100: centre and rotate only)")
+    p.add_argument("--pair-weighting", choices=["sqrt", "uniform"], default="sqrt",
+                   help="how often each instrument pair is drawn: ∝ √pairs (default) or all alike")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.set_defaults(func=cmd_align)
 

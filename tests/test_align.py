@@ -94,3 +94,17 @@ def test_cli_align_and_its_refusals(corpus, source, tmp_path, capsys):
     assert main(["align", "--corpus", str(corpus), "--model", str(source), "--out", str(tmp_path / "r4"),
                  "--steps", "0"]) == 1
     assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+def test_pair_weighting_decides_how_often_each_instrument_pair_trains():
+    rows = lambda n: np.stack([np.arange(n), np.arange(n)], axis=1)  # noqa: E731
+    data = align.PairLatents(np.zeros((400, 4), np.float32),
+                             {("boss", "sdss"): rows(400), ("apogee", "gaia_xp"): rows(4),
+                              ("desi", "sdss"): rows(1)}, "x")
+    keys, weights = align.pair_draw_weights(data, CFG)  # default: ∝ √pairs
+    assert keys == [("apogee", "gaia_xp"), ("boss", "sdss")]  # one pair cannot make a step
+    assert weights == pytest.approx([2 / 22, 20 / 22])
+    _, weights = align.pair_draw_weights(data, align.AlignConfig(pair_weighting="uniform"))
+    assert weights == pytest.approx([0.5, 0.5])
+    with pytest.raises(align.SpectrumError, match="'sqrt' or 'uniform'"):
+        align.pair_draw_weights(data, align.AlignConfig(pair_weighting="square"))

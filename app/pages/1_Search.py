@@ -115,6 +115,20 @@ def show_neighbours(index, hits, spectrum, estimates, view: dict) -> None:
                    "one without a redshift stays observed and says so.")
 
 
+def show_what_it_reads() -> None:
+    """Before a query: the instruments the model reads, and the file formats.
+
+    Drawn on the empty page so that a user can check their spectrum's range first. It also
+    has the browser load and compile the chart and table code (about 1 s of CPU on a
+    background thread) before the upload rather than while the user waits for neighbours.
+    """
+    st.markdown("**What the model reads** — each instrument on its own pixels; a spectrum from "
+                "another instrument works where its range overlaps these:")
+    st.plotly_chart(explore.coverage_figure(), key="search_coverage")
+    with st.expander("Which formats work?"):
+        st.dataframe(explore.formats_table(), hide_index=True, key="search_formats")
+
+
 def body() -> None:
     st.title("Search: what looks like this spectrum?")
     tok, index = common.resources()
@@ -124,6 +138,7 @@ def body() -> None:
     if q is None:
         st.info("Upload a spectrum, pick a bundled example, or choose an indexed spectrum to "
                 "see its nearest neighbours across surveys.")
+        show_what_it_reads()
         return
     spectrum = q["spectrum"]
     if tok is None or index is None:

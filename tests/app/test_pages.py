@@ -49,7 +49,12 @@ def test_search_starts_empty_with_a_hint():
     at = app_test("pages/1_Search.py").run()
     no_exception(at)
     assert "Upload a spectrum" in texts(at.info)
-    assert not at.dataframe
+    # Before a query: the instruments' coverage and the formats, no neighbours.
+    assert "What the model reads" in texts(at.markdown)
+    assert len(at.get("plotly_chart")) == 1
+    assert [e.label for e in at.expander] == ["Which formats work?"]
+    assert len(at.dataframe) == 1 and "SDSS" in at.dataframe[0].value.to_csv()
+    assert not any("Closest" in t for t in texts(at.caption))
 
 
 def test_search_upload_shows_neighbours_estimates_and_download(app_data):
