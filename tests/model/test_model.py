@@ -23,6 +23,7 @@ from spectok_core.model.objective import (
     random_crop,
     scaled_chi2,
 )
+from spectok_core.train import TrainConfig
 
 TINY = PRESETS["tiny"]
 
@@ -242,6 +243,9 @@ def _train_on_pairs(weights, steps=300):
         loss, parts = pair_objective(model, batch_a, batch_b, weights, mask_ratio=0.0, generator=generator)
         optimizer.zero_grad()
         loss.backward()
+        # Clipped as `spectok train` clips: unclipped, a 1e-6 change of the initial
+        # weights (other CPU kernels round differently) decided whether this toy learned.
+        torch.nn.utils.clip_grad_norm_(model.parameters(), TrainConfig().grad_clip)
         optimizer.step()
     model.eval()
     with torch.no_grad():
@@ -251,14 +255,11 @@ def _train_on_pairs(weights, steps=300):
 
 
 def test_cross_rendering_term_teaches_rendering_onto_another_grid():
-    # (600 steps: through the latent bottleneck the toy model needs longer than 300.)
-    _, parts, with_term, _, _ = _train_on_pairs(PairWeights(cross=1.0, contrastive=0.0), steps=600)
-    _, plain_parts, without, _, _ = _train_on_pairs(PairWeights(cross=0.0, contrastive=0.0), steps=600)
-    # The SDSS latents render the Gaia XP spectrum of the same star far better with the term.
-    assert with_term < 0.5 * without
-    # (Through the bottleneck this toy model pays for it on its own grids early on: at 600
-    # steps own-grid χ² was 267 with the term against 5.6 without. The trade on real data is
-    # measured on the validation split with scripts/compare_models.py.)
+    _, parts, with_term, _, _ = _train_on_pairs(PairWeights(cross=1.0, contrastive=0.0))
+    _, plain_parts, without, _, _ = _train_on_pairs(PairWeights(cross=0.0, contrastive=0.0))
+    # The SDSS latents render the Gaia XP spectrum of the same star far better with the term
+    # (χ² 5-19 against 250-520 over six 1e-6 perturbations of the initial weights).
+    assert with_term < 0.2 * without
     assert np.isfinite(float(parts["a"].mean() + parts["b"].mean()))
 
 
@@ -272,7 +273,8 @@ def _pair_retrieval(tok, side_a, side_b) -> float:
 
 
 def test_contrastive_term_aligns_same_object_embeddings():
-    tok, parts, _, side_a, side_b = _train_on_pairs(PairWeights(cross=0.0, contrastive=0.5))
+    # (InfoNCE ended at 0.02-0.06 over eight 1e-6 perturbations of the initial weights.)
+    tok, parts, _, side_a, side_b = _train_on_pairs(PairWeights(cross=0.0, contrastive=1.0))
     assert float(parts["contrastive"]) < 0.2 * np.log(6)
     assert _pair_retrieval(tok, side_a, side_b) == 1.0
     plain, *_, plain_a, plain_b = _train_on_pairs(PairWeights(cross=0.0, contrastive=0.0))
