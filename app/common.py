@@ -25,6 +25,7 @@ for _folder in (APP_DIR, APP_DIR.parent):
 from icon import page_icon  # noqa: E402
 
 from spectok_core import SpectrumError, explore  # noqa: E402
+from spectok_core.io import sandbox  # noqa: E402
 
 log = logging.getLogger("spectok.app")
 QUERY = "query"
@@ -78,7 +79,9 @@ def resources():
 def page(title: str, body: Callable[[], None]) -> None:
     """Set up a page and run its body; errors become messages, never tracebacks."""
     st.set_page_config(page_title=f"spectok · {title}", page_icon=page_icon(), layout="wide")
-    guard(body, title)
+    # The next upload's reader worker starts once this page is sent, not beside its embedding.
+    with sandbox.spare_after_page():
+        guard(body, title)
 
 
 def guard(body: Callable[[], None], title: str = "") -> None:

@@ -14,6 +14,10 @@ about a second, so one *spare* worker is started ahead of need: it imports
 the readers and waits on its stdin. A request takes the spare (when it was
 started with the same environment) and starts the next spare at once, so
 the import happens while the user looks at the result, not while they wait.
+The app runs each page inside :func:`spare_after_page`: its reads start no
+spare, and one is started when the page has been sent, so the import competes
+with neither the embedding nor the search, and the first upload after the
+page opens finds a spare waiting.
 
 The answer comes back on the worker's stdout as a .npz of plain arrays plus
 JSON (never a pickle), checked on arrival like any file: a worker that a
@@ -23,6 +27,7 @@ crafted file took over cannot send anything the server would execute.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import json
 import logging
@@ -219,6 +224,7 @@ class _Worker:
 
 _spare: _Worker | None = None
 _spare_lock = threading.Lock()
+_deferred = threading.local()  # .active: inside spare_after_page on this thread
 
 
 def _worker_env() -> dict[str, str]:
@@ -239,8 +245,8 @@ def _take_worker() -> _Worker:
     return worker or _Worker(env)
 
 
-def _start_spare() -> None:
-    """Start the spare for the next request (after this one, so the two do not compete)."""
+def start_spare() -> None:
+    """Start the spare worker for the next request, unless one is waiting already."""
     global _spare
     with _spare_lock:
         if _spare is not None:
@@ -249,6 +255,23 @@ def _start_spare() -> None:
             _spare = _Worker(_worker_env())
         except OSError:  # no spare this time (process limit): the next request starts its own
             _spare = None
+
+
+@contextlib.contextmanager
+def spare_after_page():
+    """Reads on this thread start no spare until the block ends; then one is started.
+
+    The app wraps each page run in it. A page that reads several files (a DESI coadd
+    with its redshift catalogue) starts a worker for each read after the first.
+    """
+    outer = getattr(_deferred, "active", False)
+    _deferred.active = True
+    try:
+        yield
+    finally:
+        _deferred.active = outer
+        if not outer:
+            start_spare()
 
 
 @atexit.register
@@ -302,7 +325,8 @@ def read_isolated(data: bytes, name: str = "<upload>", *, memory_mb: int | None 
                         err.read().decode("utf-8", "replace"))
     finally:
         worker.close()
-        _start_spare()
+        if not getattr(_deferred, "active", False):
+            start_spare()
     if code != 0 or answer[:2] not in (b"ok", b"er"):
         if code in (-signal.SIGXCPU, -signal.SIGKILL):
             raise SpectrumError(f"{name}: reading it took more than {cpu_seconds} s of CPU time "

@@ -46,8 +46,13 @@ def test_home_loads_model_and_index():
 
 
 def test_search_starts_empty_with_a_hint():
+    from spectok_core.io import sandbox
+
+    sandbox._close_spare()
     at = app_test("pages/1_Search.py").run()
     no_exception(at)
+    # The page, once sent, readies a reader worker for the first upload.
+    assert sandbox._spare is not None and sandbox._spare.process.poll() is None
     assert "Upload a spectrum" in texts(at.info)
     # Before a query: the instruments' coverage and the formats, no neighbours.
     assert "What the model reads" in texts(at.markdown)

@@ -363,3 +363,21 @@ def test_a_dead_spare_is_replaced_and_a_crash_spares_the_next_request():
     with pytest.raises(SpectrumError, match="crashed the reader"):
         read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S, _crash_test=True)
     assert len(read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)) > 0
+
+
+def test_reads_in_a_page_start_the_spare_only_when_the_page_ends():
+    from spectok_core.io import sandbox
+
+    sandbox._close_spare()
+    with sandbox.spare_after_page():
+        assert len(read_isolated(arms_table(), "arms.csv", memory_mb=MEMORY_MB, cpu_seconds=CPU_S)) > 0
+        # No worker imports beside the page's embedding and search ...
+        assert sandbox._spare is None
+        with sandbox.spare_after_page():  # (nested: only the outer block starts it)
+            pass
+        assert sandbox._spare is None
+    # ... the page end starts it, and the next upload takes it.
+    waiting = sandbox._spare
+    assert waiting is not None and waiting.process.poll() is None
+    used, spectra = _read_through_spare()
+    assert used is waiting and len(spectra) > 0
