@@ -131,6 +131,9 @@ def cmd_corpus_build(args: argparse.Namespace) -> int:
     overrides = {"workers": args.workers, "seed": args.seed}
     if args.n_simulated is not None:
         overrides["n_simulated"] = args.n_simulated
+    for key in ("twin_share", "twin_min_coverage"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     cfg = corpus.CorpusConfig.small(**overrides) if args.small else corpus.CorpusConfig(**overrides)
     cache = Path(args.cache) if args.cache else None
     manifest = corpus.build(Path(args.out), cfg, cache=cache)
@@ -443,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-simulated", type=int, default=None, help="simulated spectra (default 100000)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--twin-share", type=float, default=None,
+                   help="share of labelled library stars that also get an APOGEE H-band twin "
+                   "(default 0.25)")
+    p.add_argument("--twin-min-coverage", type=float, default=None,
+                   help="share of an optical instrument's range a twinned star must cover "
+                   "(default 0.85, as for every source; 0.6 lets MILES stars pair APOGEE with "
+                   "SDSS, DESI and LAMOST LRS)")
     p.add_argument("--cache", default=None, help="data cache (default $SPECTOK_DATA)")
     p.set_defaults(func=cmd_corpus_build)
     p = corpus.add_parser("info", help="counts by survey x class x origin x split")

@@ -229,3 +229,50 @@ def test_a_build_without_the_survey_packages_goes_on(tmp_path, cache, capsys):
     assert "no boss files" in capsys.readouterr().out
     assert not (out / "real" / "boss").exists()
     assert C.add_real(out, ["boss"], cache=cache) == {"boss": 1}
+
+
+def _miles_range_templates(tmp_path) -> C.Templates:
+    """Two labelled stars over MILES's range only (3,540-7,410 Å), as the corpus reads them."""
+    from spectok_core.data.astro import stars_from_library
+
+    wave = np.arange(3541.0, 7411.0, 0.9)
+    stars = []
+    for i, teff in enumerate((4800.0, 6100.0)):
+        flux = 1e3 / (wave / 5000.0) ** 5 / np.expm1(1.4388e8 / (wave * teff))
+        spectrum = sc.Spectrum(wave, flux, np.full(wave.size, 1e4), survey="miles",
+                               meta={"object_id": f"miles-{i}", "teff": teff, "logg": 4.4, "feh": -0.2})
+        for star in stars_from_library([spectrum], np.random.default_rng(0), rv_sigma_kms=0.0):
+            star.meta["template_id"] = f"miles-{i}"
+            stars.append(star)
+    return C.Templates(stars, np.zeros((0, 4)), [], tmp_path)
+
+
+def test_twin_min_coverage_pairs_apogee_twins_of_miles_stars_with_the_wide_surveys(tmp_path):
+    templates = _miles_range_templates(tmp_path)
+    partners = {}
+    for coverage in (0.85, 0.6):
+        cfg = C.CorpusConfig(mix=(("star", 1.0),), chunk_size=120, twin_share=1.0,
+                             twin_min_coverage=coverage)
+        by_survey = C.simulate_chunk(0, cfg, templates)
+        twins = {s.meta["object_id"] for s in by_survey.get("apogee", [])}
+        assert twins  # every star is twinned
+        partners[coverage] = {survey: sum(s.meta["object_id"] in twins for s in spectra)
+                              for survey, spectra in by_survey.items() if survey != "apogee"}
+        if coverage == 0.6:
+            # MILES covers 3,540-7,410 Å of SDSS's 3,800-9,200 Å: the rest is masked, not invented.
+            sdss = [s for s in by_survey["sdss"] if s.meta["object_id"] in twins]
+            red = sdss[0].wave > 7500.0
+            assert red.any() and sdss[0].mask[red].all() and not sdss[0].mask[~red].all()
+    wide = ("sdss", "desi", "lamost_lrs")
+    # At the default coverage a MILES star reaches only LAMOST MRS's narrow windows ...
+    assert all(partners[0.85].get(s, 0) == 0 for s in wide) and partners[0.85]["lamost_mrs"] > 0
+    # ... at 0.6 its H-band twin pairs with SDSS, DESI and LAMOST LRS too.
+    assert all(partners[0.6].get(s, 0) > 0 for s in wide)
+    # BOSS (3,600-10,400 Å) and Gaia XP (3,300-10,500 Å) stay out of reach: MILES covers < 0.6.
+    assert partners[0.6].get("boss", 0) == 0 and partners[0.6].get("gaia_xp", 0) == 0
+
+
+def test_default_twin_settings_leave_the_manifest_config_as_before():
+    settings = C._config_dict(C.CorpusConfig())
+    assert "twin_share" not in settings and "twin_min_coverage" not in settings
+    assert C._config_dict(C.CorpusConfig(twin_min_coverage=0.6))["twin_min_coverage"] == 0.6
