@@ -86,7 +86,7 @@ def show_neighbours(index, hits, spectrum, estimates, view: dict) -> None:
     st.markdown("**Neighbour estimates** — medians and spreads *among the neighbours*, "
                 "not a fit to your spectrum. An estimate is shown only when at least "
                 f"{explore.MIN_AGREEING} neighbours with similarity ≥ {explore.MIN_SIMILARITY:g} "
-                "agree on it:")
+                "agree on it, and withheld where the file's own pipeline value disagrees:")
     for warning in explore.estimate_warnings(spectrum, hits, explore.index_values(index, "survey")):
         st.warning(warning)
     st.table(explore.estimates_table(estimates).set_index("quantity"))
@@ -149,7 +149,9 @@ def body() -> None:
     vector = common.query_vector(tok, index)  # first: embedding notes the model's warnings
     common.describe_query()
     hits = explore.neighbours(index, vector, k=k, where=where, exclude_row=q["row"])
-    estimates = explore.gated_estimates(hits, spectrum)
+    # The file's own class, z or labels, where it has them, stand beside (and can veto) the
+    # neighbours' estimates.
+    estimates = explore.against_file(explore.gated_estimates(hits, spectrum), spectrum)
     view = plot_controls(spectrum, estimates)
     show_spectrum(spectrum, view)
     show_neighbours(index, hits, spectrum, estimates, view)

@@ -32,6 +32,7 @@ class Estimate:
     note: str = ""
     reliable: bool = True  # passed the gates of gated_estimates (ungated estimates: True)
     reason: str = ""  # why it is not reliable
+    file_value: Any = None  # what the file itself says (its pipeline's class, z, ...): against_file
 
 
 def _class_vote(labels: pd.Series):
@@ -223,10 +224,58 @@ def gated_estimates(hits: pd.DataFrame, spectrum: Spectrum | None = None) -> dic
     return out
 
 
+def _file_value(spectrum: Spectrum, key: str):
+    value = spectrum.meta.get(key)
+    if key == "class":
+        text = str(value or "").strip().upper()
+        return text if text in ("STAR", "GALAXY", "QSO") else None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def against_file(estimates: dict[str, Estimate], spectrum: Spectrum | None) -> dict[str, Estimate]:
+    """The estimates beside what the file itself says: its pipeline's class, z, Teff, log g, [Fe/H].
+
+    Each estimate gets the file's value in ``file_value``. A reliable estimate that
+    disagrees with it (another class; a label further than :data:`AGREE` from it) is
+    withheld, and its reason gives both values: the survey's own fit of this very
+    spectrum outranks a median over similar ones. Only for display: ``spectok eval``
+    scores :func:`gated_estimates` alone, whose gates never read the truth.
+    """
+    if spectrum is None:
+        return estimates
+    out = {}
+    for key, est in estimates.items():
+        truth = _file_value(spectrum, key)
+        if truth is None:
+            out[key] = est
+            continue
+        est = Estimate(**{**est.__dict__, "file_value": truth})
+        if est.reliable and est.value is not None:
+            if key == "class":
+                differs = str(est.value).upper() != truth
+                shown = truth
+            else:
+                differs = abs(float(est.value) - truth) > AGREE[key] * _relative(key, truth)
+                digits = {"z": 4, "teff": 0, "logg": 2, "feh": 2}[key]
+                shown, mine = f"{truth:.{digits}f}", f"{float(est.value):.{digits}f}"
+            if differs:
+                est.reliable = False
+                neighbours = est.value if key == "class" else mine
+                est.reason = f"the neighbours say {neighbours}, the file says {shown}"
+        out[key] = est
+    return out
+
+
 def estimates_table(estimates: dict[str, Estimate]) -> pd.DataFrame:
     """The estimates as a small table for display, values rounded sensibly.
 
-    An estimate that failed its gates shows :data:`NO_ESTIMATE` and the reason.
+    An estimate that failed its gates shows :data:`NO_ESTIMATE` and the reason. When
+    any estimate carries the file's own value (:func:`against_file`), an "in the file"
+    column shows it.
     """
     rows = []
     for key, est in estimates.items():
@@ -244,7 +293,14 @@ def estimates_table(estimates: dict[str, Estimate]) -> pd.DataFrame:
         spread = "–" if not math.isfinite(est.spread) else f"± {est.spread:.{digits}f}"
         rows.append({"quantity": LABELS[key], "neighbour estimate": f"{est.value:.{digits}f}",
                      "spread": spread, "neighbours used": est.n, "note": est.note})
-    return pd.DataFrame(rows, columns=["quantity", "neighbour estimate", "spread",
-                                       "neighbours used", "note"])
+    columns = ["quantity", "neighbour estimate", "spread", "neighbours used", "note"]
+    table = pd.DataFrame(rows, columns=columns)
+    known = [est.file_value for est in estimates.values()]
+    if any(v is not None for v in known):
+        digits = {"z": 4, "teff": 0, "logg": 2, "feh": 2}
+        table.insert(2, "in the file", [
+            "" if v is None else str(v) if key == "class" else f"{v:.{digits[key]}f}"
+            for key, v in zip(estimates, known)])
+    return table
 
 

@@ -76,3 +76,39 @@ def test_split_vote_is_not_a_class():
     est = explore.gated_estimates(table, spectrum(20.0))
     assert not est["class"].reliable and "disagree" in est["class"].reason
     assert not est["z"].reliable and est["z"].reason == "the class is not reliable"
+
+
+def test_the_files_own_values_stand_beside_the_estimates_and_veto_disagreements():
+    """The real SDSS quasar spec-0332 at z = 0.10: host-dominated, its neighbours vote GALAXY."""
+    table = hits([(i + 1, 0.93 - 0.01 * i, "sdss", "GALAXY", z, None, None, None)
+                  for i, z in enumerate([0.038, 0.040, 0.036, 0.041, 0.039])])
+    quasar = spectrum(20.0)
+    quasar.meta.update({"class": "qso", "z": 0.1006})
+    gated = explore.gated_estimates(table, quasar)
+    assert gated["class"].reliable and gated["z"].reliable  # the gates alone let both through
+    est = explore.against_file(gated, quasar)
+    assert not est["class"].reliable and est["class"].file_value == "QSO"
+    assert est["class"].reason == "the neighbours say GALAXY, the file says QSO"
+    assert not est["z"].reliable and "the file says 0.1006" in est["z"].reason
+    shown = explore.estimates_table(est).set_index("quantity")
+    assert shown.loc["class (vote)", "in the file"] == "QSO"
+    assert shown.loc["redshift z", "in the file"] == "0.1006"
+    assert (shown["neighbour estimate"] == explore.NO_ESTIMATE).all()
+    assert gated["class"].reliable  # the gated estimates themselves are left as they were
+    # A file that agrees keeps the estimate, with the file's value beside it.
+    galaxy = spectrum(20.0)
+    galaxy.meta.update({"class": "GALAXY", "z": 0.045})
+    kept = explore.against_file(explore.gated_estimates(table, galaxy), galaxy)
+    assert kept["class"].reliable and kept["z"].reliable and kept["z"].file_value == 0.045
+    # A star's Teff 15 % off the file's (the APOGEE dwarf: 6,030 K against 5,226 K) is withheld.
+    stars = hits([(i + 1, 0.92, "apogee", "STAR", 0.0, t, 4.3, 0.0)
+                  for i, t in enumerate([6000.0, 6030.0, 6050.0, 6010.0])])
+    dwarf = spectrum(50.0)
+    dwarf.meta.update({"teff": 5226.0, "logg": 4.4})
+    est = explore.against_file(explore.gated_estimates(stars, dwarf), dwarf)
+    assert not est["teff"].reliable and "5226" in est["teff"].reason
+    assert est["logg"].reliable and est["logg"].file_value == 4.4
+    # No file values: nothing changes, and the table has no "in the file" column.
+    plain = explore.gated_estimates(table, spectrum(20.0))
+    assert explore.against_file(plain, spectrum(20.0)) == plain
+    assert "in the file" not in explore.estimates_table(plain).columns
