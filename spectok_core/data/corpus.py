@@ -363,8 +363,8 @@ def _config_dict(cfg: CorpusConfig) -> dict:
     settings = json.loads(json.dumps(asdict(cfg)))
     settings.pop("workers")
     # Settings added later are recorded only when changed, so earlier builds still resume.
-    for key, default in (("twin_share", 0.25), ("twin_min_coverage", 0.85)):
-        if settings[key] == default:
+    for key in ("twin_share", "twin_min_coverage"):
+        if settings[key] == CorpusConfig.__dataclass_fields__[key].default:
             settings.pop(key)
     return settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -224,6 +224,15 @@ def gated_estimates(hits: pd.DataFrame, spectrum: Spectrum | None = None) -> dic
     return out
 
 
+#: Decimals a label is shown with.
+DIGITS = {"z": 4, "teff": 0, "logg": 2, "feh": 2}
+
+
+def _shown(key: str, value) -> str:
+    """A class as it is, a label rounded to its :data:`DIGITS`."""
+    return str(value) if key == "class" else f"{float(value):.{DIGITS[key]}f}"
+
+
 def _file_value(spectrum: Spectrum, key: str):
     value = spectrum.meta.get(key)
     if key == "class":
@@ -253,19 +262,16 @@ def against_file(estimates: dict[str, Estimate], spectrum: Spectrum | None) -> d
         if truth is None:
             out[key] = est
             continue
-        est = Estimate(**{**est.__dict__, "file_value": truth})
+        est = replace(est, file_value=truth)
         if est.reliable and est.value is not None:
             if key == "class":
                 differs = str(est.value).upper() != truth
-                shown = truth
             else:
                 differs = abs(float(est.value) - truth) > AGREE[key] * _relative(key, truth)
-                digits = {"z": 4, "teff": 0, "logg": 2, "feh": 2}[key]
-                shown, mine = f"{truth:.{digits}f}", f"{float(est.value):.{digits}f}"
             if differs:
                 est.reliable = False
-                neighbours = est.value if key == "class" else mine
-                est.reason = f"the neighbours say {neighbours}, the file says {shown}"
+                est.reason = (f"the neighbours say {_shown(key, est.value)}, "
+                              f"the file says {_shown(key, truth)}")
         out[key] = est
     return out
 
@@ -289,18 +295,15 @@ def estimates_table(estimates: dict[str, Estimate]) -> pd.DataFrame:
                          "spread": f"{est.spread:.0%} agree", "neighbours used": est.n,
                          "note": est.note})
             continue
-        digits = {"z": 4, "teff": 0, "logg": 2, "feh": 2}[key]
-        spread = "–" if not math.isfinite(est.spread) else f"± {est.spread:.{digits}f}"
-        rows.append({"quantity": LABELS[key], "neighbour estimate": f"{est.value:.{digits}f}",
+        spread = "–" if not math.isfinite(est.spread) else f"± {_shown(key, est.spread)}"
+        rows.append({"quantity": LABELS[key], "neighbour estimate": _shown(key, est.value),
                      "spread": spread, "neighbours used": est.n, "note": est.note})
     columns = ["quantity", "neighbour estimate", "spread", "neighbours used", "note"]
     table = pd.DataFrame(rows, columns=columns)
     known = [est.file_value for est in estimates.values()]
     if any(v is not None for v in known):
-        digits = {"z": 4, "teff": 0, "logg": 2, "feh": 2}
-        table.insert(2, "in the file", [
-            "" if v is None else str(v) if key == "class" else f"{v:.{digits[key]}f}"
-            for key, v in zip(estimates, known)])
+        table.insert(2, "in the file", ["" if v is None else _shown(key, v)
+                                         for key, v in zip(estimates, known)])
     return table
 
 
