@@ -96,16 +96,17 @@ def walkthrough(tok, index, spectrum) -> None:
         (f"A {'small neural network' if config.summary_hidden else 'linear map'} (the summary head) "
          f"turns the latents into **one vector of {vector.size} numbers**"
          if config.n_latents else f"The tokens are averaged into **one vector of {vector.size} numbers**")
-        + ", which a fixed map (fitted on training spectra) centres and whitens (rescales it so "
-        "that every direction in which spectra differ counts alike), and which is scaled to length "
-        "1: the embedding. Two spectra are similar when their embeddings point the same way; their "
+        + ", which a fixed map (fitted on training spectra) centres and turns onto the "
+        "directions in which spectra differ most, and which is scaled to length 1: the "
+        "embedding. Two spectra are similar when their embeddings point the same way; their "
         "similarity is the dot product (1 = identical, 0 = unrelated)."
         + (" In training the model also sees one object through two instruments (simulated "
            "observations of one source) and a part of a spectrum beside the whole: it is asked to "
            "redraw each from the other and to give both the same embedding, so that one object "
            "lands in one place whatever instrument observed it." if config.n_latents else "")
         + (" Then, with everything else frozen, the summary head alone was trained once more on "
-           "tens of thousands of such pairs, hundreds at a time: each object's two embeddings must "
+           "tens of thousands of such pairs, hundreds at a time — infrared APOGEE beside optical "
+           "SDSS, DESI, LAMOST and Gaia XP among them: each object's two embeddings must "
            "be closer to each other than to any other object's. This changes only where spectra "
            "land in the search space, not how the model redraws them." if config.summary_hidden else "")
     )
