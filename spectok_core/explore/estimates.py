@@ -226,6 +226,8 @@ def gated_estimates(hits: pd.DataFrame, spectrum: Spectrum | None = None) -> dic
 
 #: Decimals a label is shown with.
 DIGITS = {"z": 4, "teff": 0, "logg": 2, "feh": 2}
+#: Labels that only a star has: withheld for a file whose pipeline calls it a galaxy or quasar.
+STELLAR_KEYS = ("teff", "logg", "feh")
 
 
 def _shown(key: str, value) -> str:
@@ -251,15 +253,21 @@ def against_file(estimates: dict[str, Estimate], spectrum: Spectrum | None) -> d
     Each estimate gets the file's value in ``file_value``. A reliable estimate that
     disagrees with it (another class; a label further than :data:`AGREE` from it) is
     withheld, and its reason gives both values: the survey's own fit of this very
-    spectrum outranks a median over similar ones. Only for display: ``spectok eval``
+    spectrum outranks a median over similar ones. For a file that calls the object a galaxy
+    or quasar, stellar labels (Teff, log g, [Fe/H]) from star-like neighbours are withheld too. Only for display: ``spectok eval``
     scores :func:`gated_estimates` alone, whose gates never read the truth.
     """
     if spectrum is None:
         return estimates
     out = {}
+    file_class = _file_value(spectrum, "class")
     for key, est in estimates.items():
         truth = _file_value(spectrum, key)
         if truth is None:
+            if key in STELLAR_KEYS and file_class in ("GALAXY", "QSO") and est.reliable:
+                # Star-like neighbours of a galaxy or quasar: their Teff says nothing about it.
+                est = replace(est, reliable=False, reason=f"the file says {file_class}: "
+                                                          "stellar labels do not apply")
             out[key] = est
             continue
         est = replace(est, file_value=truth)

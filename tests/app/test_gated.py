@@ -108,6 +108,21 @@ def test_the_files_own_values_stand_beside_the_estimates_and_veto_disagreements(
     est = explore.against_file(explore.gated_estimates(stars, dwarf), dwarf)
     assert not est["teff"].reliable and "5226" in est["teff"].reason
     assert est["logg"].reliable and est["logg"].file_value == 4.4
+    # The real SDSS galaxy spec-0403 (z = 0.137) has star-like neighbours that agree on a
+    # Teff: a galaxy has none, so the file's class withholds every stellar label.
+    galaxy_with_star_neighbours = spectrum(15.0)
+    galaxy_with_star_neighbours.meta.update({"class": "GALAXY", "z": 0.137})
+    gated = explore.gated_estimates(stars, galaxy_with_star_neighbours)
+    assert gated["teff"].reliable and gated["logg"].reliable
+    est = explore.against_file(gated, galaxy_with_star_neighbours)
+    for key in ("teff", "logg", "feh"):
+        assert not est[key].reliable, key
+        assert est[key].reason == "the file says GALAXY: stellar labels do not apply"
+    assert not est["class"].reliable  # STAR against the file's GALAXY, as before
+    # The same neighbours for a file that says STAR keep their labels.
+    star_file = spectrum(15.0)
+    star_file.meta.update({"class": "STAR"})
+    assert explore.against_file(explore.gated_estimates(stars, star_file), star_file)["logg"].reliable
     # No file values: nothing changes, and the table has no "in the file" column.
     plain = explore.gated_estimates(table, spectrum(20.0))
     assert explore.against_file(plain, spectrum(20.0)) == plain
