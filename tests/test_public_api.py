@@ -25,10 +25,18 @@ def test_design_snippet_runs_on_shipped_model_and_index():
 
 
 def test_index_search_finds_an_indexed_spectrum_itself():
+    """A display copy, embedded again, finds its own row among its nearest neighbours.
+
+    Display copies are float16 with a nominal inverse variance (and binned to ~1,500 pixels
+    for long spectra), so their embedding is near, not equal to, the stored one. Gaia XP
+    copies keep every one of their 343 pixels: the round trip holds for nearly all of them.
+    """
     idx = sc.SpectrumIndex.load()
     tok = sc.Tokenizer.from_pretrained()
-    row = len(idx) // 2
-    spectrum = idx.spectrum(row)
-    hits = idx.search(tok.embed([spectrum])[0], k=3)
-    # The display copy is float16: its embedding is near, not bit-identical to, the stored one.
-    assert row in hits["row"].tolist()
+    rows = np.flatnonzero(idx.columns(["survey"])["survey"].to_numpy() == "gaia_xp")[::10][:20]
+    assert len(rows) == 20
+    stored = np.stack([idx.embedding(int(r)) for r in rows])
+    copies = tok.embed([idx.spectrum(int(r)) for r in rows])
+    assert np.median(np.sum(copies * stored, axis=1)) > 0.9
+    found = [int(r) in idx.search(v, k=10)["row"].tolist() for r, v in zip(rows, copies)]
+    assert np.mean(found) >= 0.9
