@@ -82,8 +82,7 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_quiet(server_pid: int | None, window_s: float = 0.3, busy_cpu: float = 0.03,
-               timeout_s: float = 10.0) -> float:
+def wait_quiet(window_s: float = 0.3, busy_cpu: float = 0.03, timeout_s: float = 10.0) -> float:
     """Wait until the app server and browser use under ``busy_cpu`` CPU-s per ``window_s``.
 
     After the previous query the server starts a spare reader worker (about 1 s of
@@ -198,7 +197,7 @@ def measure_query(browser, port: int, files: list[Path], screenshot: Path | None
             page.goto(search_url, wait_until="domcontentloaded")
             page.locator('input[type="file"]').wait_for(state="attached", timeout=60_000)
             wait_idle(page)
-        waited = wait_quiet(server_pid) if settle else 0.0
+        waited = wait_quiet() if settle else 0.0
         cpu0 = descendants_cpu_seconds()
         server0 = process_cpu_seconds(server_pid) if server_pid else 0.0
         t0 = time.monotonic()

@@ -254,8 +254,9 @@ def against_file(estimates: dict[str, Estimate], spectrum: Spectrum | None) -> d
     disagrees with it (another class; a label further than :data:`AGREE` from it) is
     withheld, and its reason gives both values: the survey's own fit of this very
     spectrum outranks a median over similar ones. For a file that calls the object a galaxy
-    or quasar, stellar labels (Teff, log g, [Fe/H]) from star-like neighbours are withheld too. Only for display: ``spectok eval``
-    scores :func:`gated_estimates` alone, whose gates never read the truth.
+    or quasar, stellar labels (Teff, log g, [Fe/H]) from star-like neighbours are withheld
+    too. Only for display: ``spectok eval`` scores :func:`gated_estimates` alone, whose
+    gates never read the truth.
     """
     if spectrum is None:
         return estimates
