@@ -40,7 +40,7 @@ class AlignConfig:
     batch: int = 256  # same-object pairs per step (all from one instrument pair)
     temperature: float = 0.07
     lr: float = 1e-3  # peak; cosine decay to 0
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay on the head
     seed: int = 0
     min_pairs: int = 50  # instrument pairs with fewer training pairs are left out
     calibration_spectra: int = 4096
@@ -126,6 +126,8 @@ def train_head(head: torch.nn.Module, data: PairLatents, cfg: AlignConfig,
     """InfoNCE on same-object pairs; each step draws one instrument pair (``cfg.pair_weighting``)."""
     latents = torch.from_numpy(data.latents)
     keys, weights = pair_draw_weights(data, cfg)
+    if cfg.weight_decay < 0:
+        raise SpectrumError(f"weight decay must be 0 or more, not {cfg.weight_decay}")
     rng = np.random.default_rng([cfg.seed, 11])
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     head.train()

@@ -221,9 +221,11 @@ def cmd_align(args: argparse.Namespace) -> int:
             raise SpectrumError(f"{name} must be at least 1, not {value}")
     if args.hidden < 0 or args.temperature <= 0 or args.lr <= 0:
         raise SpectrumError("--hidden must be 0 or more, --temperature and --lr above 0")
+    if args.weight_decay < 0:
+        raise SpectrumError(f"--weight-decay must be 0 or more, not {args.weight_decay}")
     cfg = AlignConfig(hidden=args.hidden, steps=args.steps, batch=args.batch, temperature=args.temperature,
                       lr=args.lr, seed=args.seed, calibration_shrink=args.calibration_shrink,
-                      pair_weighting=args.pair_weighting)
+                      pair_weighting=args.pair_weighting, weight_decay=args.weight_decay)
     tok = align(Path(args.corpus), Path(args.model), Path(args.out), cfg)
     print(f"aligned model written to {Path(args.out) / 'final'} (model id {tok.model_id})")
     return 0
@@ -293,6 +295,7 @@ def cmd_index_verify(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .explore.estimates import against_file, estimates_lines, gated_estimates
     from .index import SpectrumIndex, format_hits, parse_where, write_table
     from .io import read_spectra
     from .model.tokenizer import Tokenizer
@@ -329,6 +332,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"# spectrum {number}: {inspect_line(spectrum)}")
         own = hits[hits["query"] == number]
         print(format_hits(own) if len(own) else "  no indexed spectrum matches the filters")
+        if len(own):
+            # The Search page's gated estimates: medians among close, agreeing neighbours only.
+            estimates = against_file(gated_estimates(own.reset_index(drop=True), spectrum), spectrum)
+            print("# neighbour estimates (gated; not a fit to the spectrum): "
+                  + "; ".join(estimates_lines(estimates)))
     if args.out:
         write_table(hits, args.out)
         print(f"# {len(hits)} hits written to {args.out}")
@@ -550,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="eigenvalue shrinkage of the embedding's whitening (100: centre and rotate only)")
     p.add_argument("--pair-weighting", choices=["sqrt", "uniform"], default="sqrt",
                    help="how often each instrument pair is drawn: ∝ √pairs (default) or all alike")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay of the head")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.set_defaults(func=cmd_align)
 

@@ -1,6 +1,7 @@
 """Stage 2 (``spectok align``): only the summary head trains, on same-object pairs."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -94,6 +95,9 @@ def test_cli_align_and_its_refusals(corpus, source, tmp_path, capsys):
     assert main(["align", "--corpus", str(corpus), "--model", str(source), "--out", str(tmp_path / "r4"),
                  "--steps", "0"]) == 1
     assert "--steps must be at least 1" in capsys.readouterr().err
+    assert main(["align", "--corpus", str(corpus), "--model", str(source), "--out", str(tmp_path / "r5"),
+                 "--weight-decay", "-1"]) == 1
+    assert "--weight-decay must be 0 or more" in capsys.readouterr().err
 
 
 def test_pair_weighting_decides_how_often_each_instrument_pair_trains():
@@ -108,3 +112,19 @@ def test_pair_weighting_decides_how_often_each_instrument_pair_trains():
     assert weights == pytest.approx([0.5, 0.5])
     with pytest.raises(align.SpectrumError, match="'sqrt' or 'uniform'"):
         align.pair_draw_weights(data, align.AlignConfig(pair_weighting="square"))
+
+
+def test_weight_decay_changes_the_head_and_it_still_aligns(corpus, source, aligned, tmp_path):
+    cfg = align.AlignConfig(**{**CFG.__dict__, "weight_decay": 0.01})
+    shutil.copy(aligned[1] / "latents-train.npz", tmp_path / "latents-train.npz")  # same latents
+    tok = align.align(corpus, source, tmp_path, cfg, progress=False)
+    plain = aligned[0].model.summary_head.state_dict()
+    decayed = tok.model.summary_head.state_dict()
+    assert sum(float(v.norm()) for v in decayed.values()) < sum(float(v.norm()) for v in plain.values())
+    before = partner_rank(Tokenizer.from_pretrained(source), corpus)
+    assert partner_rank(tok, corpus) < 0.6 * before
+    meta = json.loads((tmp_path / "final" / "metadata.json").read_text())
+    assert meta["align_config"]["weight_decay"] == 0.01
+    with pytest.raises(align.SpectrumError, match="weight decay"):
+        align.train_head(tok.model.summary_head, align.PairLatents.load(tmp_path / "latents-train.npz"),
+                         align.AlignConfig(weight_decay=-0.1))

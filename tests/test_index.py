@@ -357,6 +357,15 @@ def test_cli_build_and_search(corpus_dir, model_dir, built, tmp_path, capsys):
     assert len(hits) == 6 and set(hits["query"]) == {0, 1}
     assert set(hits["survey"]) <= {"sdss", "gaia_xp"}
     assert {"rank", "similarity", "class", "z", "object_id", "query_object_id"} <= set(hits.columns)
+    # Each spectrum's gated estimates follow its hits, as the Search page computes them.
+    from spectok_core import explore, read_spectra
+
+    first = read_spectra(query)[0]
+    expected = explore.estimates_lines(explore.against_file(
+        explore.gated_estimates(hits[hits["query"] == 0].reset_index(drop=True), first), first))
+    estimate_lines = [line for line in printed.splitlines() if line.startswith("# neighbour estimates")]
+    assert len(estimate_lines) == 2 and estimate_lines[0].endswith(": " + "; ".join(expected))
+    assert "class (vote): " in estimate_lines[0]
 
     from astropy.table import Table
 

@@ -61,6 +61,7 @@ from .estimates import (
     Estimate,
     against_file,
     estimate_warnings,
+    estimates_lines,
     estimates_table,
     gated_estimates,
     neighbour_estimates,
@@ -143,7 +144,7 @@ from .uploads import (
 __all__ = [
     "AGREE", "as_float", "break_gaps", "BRIGHT_SHARE", "CATEGORICAL", "CLASS_OBJECTS",
     "CONTINUOUS", "coverage_figure", "credits", "CSV_FIRST", "embedding_figure", "encoding_figure",
-    "Estimate", "against_file", "estimate_warnings", "estimates_table", "example_title", "examples",
+    "Estimate", "against_file", "estimate_warnings", "estimates_lines", "estimates_table", "example_title", "examples",
     "EXAMPLES_DIR", "flux_unit_label", "formats_help", "formats_table", "frame_redshift",
     "gated_estimates", "HIT_COLUMNS", "hits_table", "index_contents", "INDEX_ENV", "index_path",
     "MAP_POINTS", "map_density", "map_points_limit", "map_sample", "index_contents_of", "index_values",

@@ -316,3 +316,18 @@ def estimates_table(estimates: dict[str, Estimate]) -> pd.DataFrame:
     return table
 
 
+
+
+def estimates_lines(estimates: dict[str, Estimate]) -> list[str]:
+    """The estimates as lines of text (``spectok search``), saying what the Search page's table says."""
+    lines = []
+    for row in estimates_table(estimates).to_dict("records"):
+        if row["neighbour estimate"] == NO_ESTIMATE:
+            text = f"{row['quantity']}: {NO_ESTIMATE} ({row['note']})"
+        else:
+            text = (f"{row['quantity']}: {row['neighbour estimate']}, {row['spread']} "
+                    f"({row['neighbours used']} neighbours)")
+        if row.get("in the file"):
+            text += f"; the file says {row['in the file']}"
+        lines.append(text)
+    return lines

@@ -127,3 +127,17 @@ def test_the_files_own_values_stand_beside_the_estimates_and_veto_disagreements(
     plain = explore.gated_estimates(table, spectrum(20.0))
     assert explore.against_file(plain, spectrum(20.0)) == plain
     assert "in the file" not in explore.estimates_table(plain).columns
+
+
+def test_estimates_as_text_say_what_the_table_says():
+    """`spectok search` prints these lines: the value, its spread and voters, or why not."""
+    table = hits([(i + 1, 0.95 - 0.01 * i, "sdss", "GALAXY", z, None, None, None)
+                  for i, z in enumerate([0.100, 0.102, 0.098, 0.105, 0.30])])
+    galaxy = spectrum(20.0)
+    galaxy.meta["z"] = 0.1005
+    lines = explore.estimates_lines(explore.against_file(explore.gated_estimates(table, galaxy), galaxy))
+    assert lines[0] == "class (vote): GALAXY, 100% agree (5 neighbours)"
+    assert lines[1].startswith("redshift z: 0.1010, ± ") and lines[1].endswith(
+        "(4 neighbours); the file says 0.1005")
+    noisy = explore.estimates_lines(explore.gated_estimates(table, spectrum(1.0)))
+    assert noisy[0] == f"class (vote): {explore.NO_ESTIMATE} (S/N 1.0 is below 3)"
