@@ -30,11 +30,14 @@ def test_index_search_finds_an_indexed_spectrum_itself():
     Display copies are float16 with a nominal inverse variance (and binned to ~1,500 pixels
     for long spectra), so their embedding is near, not equal to, the stored one. Gaia XP
     copies keep every one of their 343 pixels: the round trip holds for nearly all of them.
+    Measured over 100 rows: a sample of 20 is too small (17 of the 20 every 10th were found
+    for the current head, 18 or more for the one before; of 100 every 3rd, 97 % before and
+    99 % now).
     """
     idx = sc.SpectrumIndex.load()
     tok = sc.Tokenizer.from_pretrained()
-    rows = np.flatnonzero(idx.columns(["survey"])["survey"].to_numpy() == "gaia_xp")[::10][:20]
-    assert len(rows) == 20
+    rows = np.flatnonzero(idx.columns(["survey"])["survey"].to_numpy() == "gaia_xp")[::3][:100]
+    assert len(rows) == 100
     stored = np.stack([idx.embedding(int(r)) for r in rows])
     copies = tok.embed([idx.spectrum(int(r)) for r in rows])
     assert np.median(np.sum(copies * stored, axis=1)) > 0.9
