@@ -316,8 +316,6 @@ def estimates_table(estimates: dict[str, Estimate]) -> pd.DataFrame:
     return table
 
 
-
-
 def estimates_lines(estimates: dict[str, Estimate]) -> list[str]:
     """The estimates as lines of text (``spectok search``), saying what the Search page's table says."""
     lines = []
