@@ -199,6 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         patch_tokens=args.patch_tokens, pair_every=args.pair_every,
         pair_cross=args.pair_cross, pair_contrastive=args.pair_contrastive,
         calibration_shrink=args.calibration_shrink, pair_min=args.pair_min,
+        pair_focus=args.pair_focus, pair_focus_weight=args.pair_focus_weight,
         view_render=args.view_render, view_contrastive=args.view_contrastive,
     )
     init = Path(args.init) if args.init else None
@@ -520,6 +521,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "reconstruction loss")
     p.add_argument("--pair-min", type=int, default=50,
                    help="use only instrument pairs with at least this many same-object pairs")
+    p.add_argument("--pair-focus", default="", metavar="SURVEY",
+                   help="draw instrument pairs that include this survey more often (e.g. apogee, "
+                   "whose pairs are few and whose batches are small)")
+    p.add_argument("--pair-focus-weight", type=float, default=1.0, metavar="X",
+                   help="how many times as often as √(pairs) alone draws them (default 1)")
     p.add_argument("--calibration-shrink", type=float, default=0.01,
                    help="the embedding's PCA whitening, fitted after training, shrinks eigenvalues "
                    "by this x their mean; large values (100) only centre and rotate, which keeps "

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from . import surveys
 from .data.pairs import PairIndex, read_rows
 from .model import PRESETS, ModelConfig, Tokenizer
 from .model.batch import collate, prepare
@@ -55,6 +56,10 @@ class TrainConfig:
     pair_contrastive: float = 0.5  # weight of InfoNCE on the mean tokens
     pair_temperature: float = 0.1
     pair_min: int = 50  # instrument pairs with fewer same-object pairs are not used
+    # Instrument pairs that include this survey ("": none) are drawn pair_focus_weight
+    # times as often as √count alone would draw them (e.g. apogee, whose pairs are few).
+    pair_focus: str = ""
+    pair_focus_weight: float = 1.0
     # Cropped views on every shard step (models with latents only; 0: off).
     view_render: float = 0.0  # render the whole spectrum from a cropped view (shape χ²)
     view_contrastive: float = 0.0  # InfoNCE between the full and the cropped view
@@ -146,6 +151,7 @@ def train(
     checkpoint resumes from it instead.
     """
     out = Path(out)
+    _check_config(cfg)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(model_config, str):
         model_config = PRESETS[model_config]
@@ -180,6 +186,15 @@ def train(
         pair_weights = PairWeights(cfg.pair_cross, cfg.pair_contrastive, cfg.pair_temperature)
         print(f"cross-survey pairs: {len(pairs)} in {len(pairs.pairs)} instrument pairs, every "
               f"{cfg.pair_every} steps")
+        if cfg.pair_focus:
+            if not any(cfg.pair_focus in key for key in pairs.pairs):
+                raise SpectrumError(
+                    f"{corpus}: no instrument pair with {cfg.pair_min} same-object pairs includes "
+                    f"{cfg.pair_focus!r} (pairs: {', '.join('-'.join(k) for k in pairs.pairs)}); "
+                    "choose one of those surveys for pair_focus or leave it empty")
+            share = sum(w for k, w in pairs.draw_weights(_focus(cfg)).items() if cfg.pair_focus in k)
+            print(f"pairs with {cfg.pair_focus}: {share:.0%} of pair batches "
+                  f"(x{cfg.pair_focus_weight:g})")
     views = None
     if cfg.view_render > 0 or cfg.view_contrastive > 0:
         views = ViewWeights(cfg.view_render, cfg.view_contrastive)
@@ -210,7 +225,8 @@ def train(
                 group["lr"] = lr_at(step, cfg)
             optimizer.zero_grad(set_to_none=True)
             if pairs is not None and step % cfg.pair_every == cfg.pair_every - 1:
-                values = _pair_step(model, pairs, pair_weights, longest, rng, generator, cfg, model_config, device)
+                values = _pair_step(model, pairs, pair_weights, longest, rng, generator, cfg, model_config,
+                                    device)
             else:
                 values = _shard_step(model, shards, weights, rng, generator, cfg, model_config, device, views)
             if values is None:
@@ -241,6 +257,23 @@ def train(
     tok.save(out / "final", model_id=f"spectok-{out.name}", step=step,
              running_chi2=running, train_config=asdict(cfg))
     return tok
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot work, before anything is read or built."""
+    if cfg.pair_focus:
+        try:
+            surveys.get(cfg.pair_focus)
+        except KeyError as err:
+            raise SpectrumError(f"pair_focus: {err.args[0]}") from None
+        if cfg.pair_every <= 0:
+            raise SpectrumError("pair_focus needs pair steps: set pair_every (e.g. 2)")
+    if not (cfg.pair_focus_weight > 0 and np.isfinite(cfg.pair_focus_weight)):
+        raise SpectrumError(f"pair_focus_weight must be a positive number, not {cfg.pair_focus_weight}")
+
+
+def _focus(cfg: TrainConfig) -> dict[str, float] | None:
+    return {cfg.pair_focus: cfg.pair_focus_weight} if cfg.pair_focus else None
 
 
 def copy_matching_weights(model: torch.nn.Module, source: torch.nn.Module) -> int:
@@ -284,7 +317,7 @@ def _pair_step(model, pairs: PairIndex, weights: PairWeights, longest: dict[str,
         n_patches = -(-max(longest[a], longest[b], 1) // config.patch_size)
         return int(np.clip(cfg.patch_tokens // n_patches, 4, cfg.pair_batch))
 
-    a, b, side_a, side_b = pairs.sample(rng, size_for)
+    a, b, side_a, side_b = pairs.sample(rng, size_for, _focus(cfg))
     if len(side_a) < 2:  # InfoNCE needs a negative
         return None
     batch_a = collate([prepare(s, config) for s in side_a]).to(device)

@@ -184,3 +184,59 @@ def test_cli_trains_with_pairs_and_continues(tmp_path, capsys):
     assert main(["train", *common, "--out", str(tmp_path / "c"), "--config", "tiny", "--steps", "2",
                  "--pair-every", "2"]) == 1
     assert "same-object pairs" in capsys.readouterr().err
+    assert main(["train", *common, "--out", str(tmp_path / "d"), "--config", "tiny", "--steps", "2",
+                 "--pair-every", "2", "--pair-min", "5", "--pair-focus", "apogie"]) == 1
+    assert "unknown survey 'apogie'" in capsys.readouterr().err
+
+
+def three_survey_pairs(tmp_path):
+    """Pair tables for sdss-gaia_xp (400 pairs), apogee-sdss (100) and apogee-gaia_xp (25)."""
+    rng = np.random.default_rng(0)
+    return PairIndex(tmp_path, np.array(["x.h5"] * 10), np.arange(10), {
+        ("gaia_xp", "sdss"): rng.integers(0, 10, (400, 2)),
+        ("apogee", "sdss"): rng.integers(0, 10, (100, 2)),
+        ("apogee", "gaia_xp"): rng.integers(0, 10, (25, 2)),
+    })
+
+
+def test_pair_focus_draws_that_surveys_pairs_more_often(tmp_path):
+    pairs = three_survey_pairs(tmp_path)
+    plain = pairs.draw_weights()
+    assert plain[("gaia_xp", "sdss")] == pytest.approx(20 / 35)  # ∝ √count: 20, 10, 5
+    focused = pairs.draw_weights({"apogee": 3.0})
+    assert focused[("apogee", "sdss")] == pytest.approx(30 / 65)
+    assert focused[("apogee", "gaia_xp")] == pytest.approx(15 / 65)
+    assert sum(focused.values()) == pytest.approx(1.0)
+    # sample() draws with those weights (read side mocked: only the choice of pair is counted).
+    spectrum = Spectrum(np.arange(100.0) + 4000, np.ones(100), np.ones(100))
+    pairs._read = lambda locations: [spectrum for _ in locations]
+    rng = np.random.default_rng(1)
+    drawn = [pairs.sample(rng, lambda a, b: 2, {"apogee": 3.0})[:2] for _ in range(3000)]
+    share = np.mean(["apogee" in key for key in drawn])
+    assert share == pytest.approx(45 / 65, abs=0.03)
+
+
+def test_pair_focus_is_checked_before_training(tmp_path):
+    corpus = tiny_corpus(tmp_path / "corpus", same_objects=True)
+    run = tmp_path / "run"
+    with pytest.raises(SpectrumError, match="unknown survey 'apogie'"):
+        train(corpus, run, PRESETS["tiny"], TrainConfig(steps=2, pair_every=2, pair_focus="apogie"))
+    with pytest.raises(SpectrumError, match="needs pair steps"):
+        train(corpus, run, PRESETS["tiny"], TrainConfig(steps=2, pair_focus="apogee"))
+    with pytest.raises(SpectrumError, match="positive number"):
+        train(corpus, run, PRESETS["tiny"], TrainConfig(steps=2, pair_focus_weight=0.0))
+    # A known survey without pairs in this corpus (only gaia_xp-sdss here).
+    with pytest.raises(SpectrumError, match="includes 'apogee'.*gaia_xp-sdss"):
+        train(corpus, run, PRESETS["tiny"], TrainConfig(steps=2, pair_every=2, pair_min=5,
+                                                        pair_focus="apogee"))
+    assert not (run / "checkpoint").exists()
+
+
+def test_pair_focus_trains(tmp_path):
+    corpus = tiny_corpus(tmp_path / "corpus", same_objects=True)
+    cfg = TrainConfig(steps=4, batch_size=4, warmup=1, log_every=1, pair_every=2, pair_batch=4,
+                      pair_min=5, pair_focus="sdss", pair_focus_weight=4.0)
+    train(corpus, tmp_path / "run", PRESETS["tiny"], cfg, progress=False)
+    saved = json.loads((tmp_path / "run" / "final" / "metadata.json").read_text())
+    assert saved["train_config"]["pair_focus"] == "sdss"
+    assert saved["train_config"]["pair_focus_weight"] == 4.0

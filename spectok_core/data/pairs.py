@@ -87,14 +87,27 @@ class PairIndex:
     def __len__(self) -> int:
         return sum(len(v) for v in self.pairs.values())
 
+    def draw_weights(self, focus: dict[str, float] | None = None) -> dict[tuple[str, str], float]:
+        """How often each instrument pair is drawn: ∝ √count, so rare pairs are seen, times
+        ``focus[survey]`` for a pair that includes that survey (the largest factor if both do)."""
+        focus = focus or {}
+        weights = {}
+        for key in sorted(self.pairs):
+            factor = max((focus.get(s, 1.0) for s in key), default=1.0)
+            weights[key] = float(np.sqrt(len(self.pairs[key]))) * factor
+        total = sum(weights.values())
+        return {k: w / total for k, w in weights.items()}
+
     def sample(
-        self, rng: np.random.Generator, size_for: Callable[[str, str], int]
+        self, rng: np.random.Generator, size_for: Callable[[str, str], int],
+        focus: dict[str, float] | None = None,
     ) -> tuple[str, str, list[Spectrum], list[Spectrum]]:
-        """One instrument pair (chosen with weight √count, so rare pairs are seen) and
-        ``size_for(a, b)`` same-object pairs from it: (survey a, survey b, spectra a, spectra b),
-        index-aligned. Pairs with an unreadable side are dropped."""
+        """One instrument pair (drawn with :meth:`draw_weights`) and ``size_for(a, b)``
+        same-object pairs from it: (survey a, survey b, spectra a, spectra b), index-aligned.
+        Pairs with an unreadable side are dropped."""
         keys = sorted(self.pairs)
-        weights = np.sqrt([len(self.pairs[k]) for k in keys])
+        drawn = self.draw_weights(focus)
+        weights = np.array([drawn[k] for k in keys])
         a, b = keys[rng.choice(len(keys), p=weights / weights.sum())]
         table = self.pairs[(a, b)]
         size = min(size_for(a, b), len(table))
