@@ -50,6 +50,17 @@ class AlignConfig:
     # many steps as the many optical ones).
     pair_weighting: str = "sqrt"
 
+    def check(self) -> None:
+        """Refuse settings that cannot train, before any latents are computed."""
+        if self.steps < 1 or self.batch < 1:
+            raise SpectrumError(f"steps and batch must be at least 1, not {self.steps} and {self.batch}")
+        if self.hidden < 0 or not self.temperature > 0 or not self.lr > 0:
+            raise SpectrumError("hidden must be 0 or more, temperature and lr above 0")
+        if self.weight_decay < 0:
+            raise SpectrumError(f"weight decay must be 0 or more, not {self.weight_decay}")
+        if self.pair_weighting not in ("sqrt", "uniform"):
+            raise SpectrumError(f"pair weighting must be 'sqrt' or 'uniform', not {self.pair_weighting!r}")
+
 
 @dataclass
 class PairLatents:
@@ -114,8 +125,7 @@ def pair_draw_weights(data: PairLatents, cfg: AlignConfig) -> tuple[list[tuple[s
     keys = sorted(k for k, rows in data.pairs.items() if len(rows) >= 2)
     if not keys:
         raise SpectrumError("no instrument pair has two readable same-object pairs to align")
-    if cfg.pair_weighting not in ("sqrt", "uniform"):
-        raise SpectrumError(f"pair weighting must be 'sqrt' or 'uniform', not {cfg.pair_weighting!r}")
+    cfg.check()
     counts = np.array([len(data.pairs[k]) for k in keys], float)
     weights = np.sqrt(counts) if cfg.pair_weighting == "sqrt" else np.ones(len(keys))
     return keys, weights / weights.sum()
@@ -124,10 +134,9 @@ def pair_draw_weights(data: PairLatents, cfg: AlignConfig) -> tuple[list[tuple[s
 def train_head(head: torch.nn.Module, data: PairLatents, cfg: AlignConfig,
                log: csv.writer | None = None) -> list[float]:
     """InfoNCE on same-object pairs; each step draws one instrument pair (``cfg.pair_weighting``)."""
+    cfg.check()
     latents = torch.from_numpy(data.latents)
     keys, weights = pair_draw_weights(data, cfg)
-    if cfg.weight_decay < 0:
-        raise SpectrumError(f"weight decay must be 0 or more, not {cfg.weight_decay}")
     rng = np.random.default_rng([cfg.seed, 11])
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     head.train()
@@ -158,6 +167,7 @@ def align(corpus: Path, model: Path, out: Path, cfg: AlignConfig = AlignConfig()
     The paired spectra's latents are cached in OUT (keyed by the model's weights),
     so a rerun with other head settings starts training at once.
     """
+    cfg.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     source = Tokenizer.from_pretrained(model)

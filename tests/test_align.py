@@ -128,3 +128,13 @@ def test_weight_decay_changes_the_head_and_it_still_aligns(corpus, source, align
     with pytest.raises(align.SpectrumError, match="weight decay"):
         align.train_head(tok.model.summary_head, align.PairLatents.load(tmp_path / "latents-train.npz"),
                          align.AlignConfig(weight_decay=-0.1))
+
+
+@pytest.mark.parametrize("bad, message", [({"weight_decay": -0.1}, "weight decay"),
+                                          ({"pair_weighting": "square"}, "'sqrt' or 'uniform'"),
+                                          ({"temperature": 0.0}, "temperature"),
+                                          ({"steps": 0}, "at least 1")])
+def test_bad_settings_are_refused_before_any_latents(corpus, source, tmp_path, bad, message):
+    with pytest.raises(align.SpectrumError, match=message):
+        align.align(corpus, source, tmp_path / "run", align.AlignConfig(**bad), progress=False)
+    assert not (tmp_path / "run").exists()  # nothing computed, nothing written
