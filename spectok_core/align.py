@@ -50,8 +50,8 @@ class AlignConfig:
     # many steps as the many optical ones).
     pair_weighting: str = "sqrt"
 
-    def check(self) -> None:
-        """Refuse settings that cannot train, before any latents are computed."""
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot train when the config is made, before any latents are computed."""
         if self.steps < 1 or self.batch < 1:
             raise SpectrumError(f"steps and batch must be at least 1, not {self.steps} and {self.batch}")
         if self.hidden < 0 or not self.temperature > 0 or not self.lr > 0:
@@ -125,7 +125,6 @@ def pair_draw_weights(data: PairLatents, cfg: AlignConfig) -> tuple[list[tuple[s
     keys = sorted(k for k, rows in data.pairs.items() if len(rows) >= 2)
     if not keys:
         raise SpectrumError("no instrument pair has two readable same-object pairs to align")
-    cfg.check()
     counts = np.array([len(data.pairs[k]) for k in keys], float)
     weights = np.sqrt(counts) if cfg.pair_weighting == "sqrt" else np.ones(len(keys))
     return keys, weights / weights.sum()
@@ -134,7 +133,6 @@ def pair_draw_weights(data: PairLatents, cfg: AlignConfig) -> tuple[list[tuple[s
 def train_head(head: torch.nn.Module, data: PairLatents, cfg: AlignConfig,
                log: csv.writer | None = None) -> list[float]:
     """InfoNCE on same-object pairs; each step draws one instrument pair (``cfg.pair_weighting``)."""
-    cfg.check()
     latents = torch.from_numpy(data.latents)
     keys, weights = pair_draw_weights(data, cfg)
     rng = np.random.default_rng([cfg.seed, 11])
@@ -167,7 +165,6 @@ def align(corpus: Path, model: Path, out: Path, cfg: AlignConfig = AlignConfig()
     The paired spectra's latents are cached in OUT (keyed by the model's weights),
     so a rerun with other head settings starts training at once.
     """
-    cfg.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     source = Tokenizer.from_pretrained(model)

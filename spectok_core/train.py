@@ -64,6 +64,18 @@ class TrainConfig:
     view_render: float = 0.0  # render the whole spectrum from a cropped view (shape χ²)
     view_contrastive: float = 0.0  # InfoNCE between the full and the cropped view
 
+    def __post_init__(self) -> None:
+        """Refuse settings that cannot work when the config is made, before anything is read."""
+        if self.pair_focus:
+            try:
+                surveys.get(self.pair_focus)
+            except KeyError as err:
+                raise SpectrumError(f"pair_focus: {err.args[0]}") from None
+            if self.pair_every <= 0:
+                raise SpectrumError("pair_focus needs pair steps: set pair_every (e.g. 2)")
+        if not (self.pair_focus_weight > 0 and np.isfinite(self.pair_focus_weight)):
+            raise SpectrumError(f"pair_focus_weight must be a positive number, not {self.pair_focus_weight}")
+
 
 class ShardRows:
     """Rows of one corpus shard in one split, read a batch at a time.
@@ -151,7 +163,6 @@ def train(
     checkpoint resumes from it instead.
     """
     out = Path(out)
-    _check_config(cfg)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(model_config, str):
         model_config = PRESETS[model_config]
@@ -257,19 +268,6 @@ def train(
     tok.save(out / "final", model_id=f"spectok-{out.name}", step=step,
              running_chi2=running, train_config=asdict(cfg))
     return tok
-
-
-def _check_config(cfg: TrainConfig) -> None:
-    """Refuse settings that cannot work, before anything is read or built."""
-    if cfg.pair_focus:
-        try:
-            surveys.get(cfg.pair_focus)
-        except KeyError as err:
-            raise SpectrumError(f"pair_focus: {err.args[0]}") from None
-        if cfg.pair_every <= 0:
-            raise SpectrumError("pair_focus needs pair steps: set pair_every (e.g. 2)")
-    if not (cfg.pair_focus_weight > 0 and np.isfinite(cfg.pair_focus_weight)):
-        raise SpectrumError(f"pair_focus_weight must be a positive number, not {cfg.pair_focus_weight}")
 
 
 def _focus(cfg: TrainConfig) -> dict[str, float] | None:

@@ -105,10 +105,9 @@ class PairIndex:
         """One instrument pair (drawn with :meth:`draw_weights`) and ``size_for(a, b)``
         same-object pairs from it: (survey a, survey b, spectra a, spectra b), index-aligned.
         Pairs with an unreadable side are dropped."""
-        keys = sorted(self.pairs)
         drawn = self.draw_weights(focus)
-        weights = np.array([drawn[k] for k in keys])
-        a, b = keys[rng.choice(len(keys), p=weights / weights.sum())]
+        keys = list(drawn)
+        a, b = keys[rng.choice(len(keys), p=list(drawn.values()))]
         table = self.pairs[(a, b)]
         size = min(size_for(a, b), len(table))
         chosen = table[rng.choice(len(table), size=size, replace=False)]
